@@ -1,0 +1,78 @@
+"""End-to-end training on the bundled subset, the reports it writes, and the registry round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import SUBSET_ACCURACY_FLOOR
+
+pytestmark = pytest.mark.slow
+
+
+def test_subset_training_reaches_the_floor(trained):
+    assert trained.metrics["test_accuracy"] >= SUBSET_ACCURACY_FLOOR
+    assert trained.metrics["data_source"] == "subset"
+    assert trained.metrics["samples"] == {"train": 3600, "validation": 400, "test": 1000}
+
+
+def test_every_run_writes_its_reports(trained):
+    reports = trained.metrics  # the same dict that was written to metrics.json
+    assert set(reports["per_class_accuracy"]) == {str(d) for d in range(10)}
+    matrix = np.array(reports["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 1000
+    assert reports["hyperparameters"]["batch_size"] == 64
+    assert reports["versions"]["keras"].startswith("3.")
+    assert len(reports["history"]["val_accuracy"]) == 8
+
+
+def test_report_files_exist(trained):
+    for name in ("metrics.json", "training_curves.png", "confusion_matrix.png"):
+        assert (trained.reports_dir / name).stat().st_size > 0
+    assert json.loads((trained.reports_dir / "metrics.json").read_text())["model_tag"] == trained.tag
+
+
+def test_registered_model_round_trip(trained, subset_data):
+    from models.cnn import make_inference_fn
+    from models.preprocessing import to_model_input
+    from training import registry
+
+    stored = registry.get_stored(trained.tag)
+    metadata = stored.info.metadata
+    assert metadata["test_accuracy"] == pytest.approx(trained.metrics["test_accuracy"], abs=1e-5)
+    assert metadata["data_source"] == "subset"
+    assert metadata["input_spec"]["shape"] == [28, 28, 1]
+    assert metadata["preprocessing_version"]
+    assert metadata["hyperparameters"]["epochs"] == 8
+    assert json.loads(open(stored.path_of(registry.CONFIG_FILE)).read())["seed"] == 42
+
+    reloaded = registry.load_model(stored)
+    images = to_model_input(subset_data.x_test[:200])
+    np.testing.assert_array_equal(make_inference_fn(reloaded)(images), make_inference_fn(trained.model)(images))
+
+
+def test_latest_tag_resolves_to_the_new_model(trained):
+    from training import registry
+
+    assert str(registry.get_stored("mnist_cnn:latest").tag) == trained.tag
+
+
+def test_missing_model_says_to_run_make_train():
+    from training import registry
+
+    with pytest.raises(registry.ModelNotRegistered, match="make train"):
+        registry.get_stored("mnist_cnn:doesnotexist")
+
+
+def test_corrupt_model_is_a_clear_error(trained, tmp_path):
+    import bentoml
+
+    from training import registry
+
+    with bentoml.models.create(registry.MODEL_NAME, metadata={}) as broken:
+        open(broken.path_of(registry.MODEL_FILE), "wb").write(b"not a keras archive")
+    with pytest.raises(registry.ModelLoadError, match="could not be loaded"):
+        registry.load_model(registry.get_stored(str(broken.tag)))
+    bentoml.models.delete(str(broken.tag))

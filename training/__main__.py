@@ -1,0 +1,7 @@
+"""``python -m training``: see training/train.py."""
+
+import sys
+
+from training.train import main
+
+sys.exit(main())

@@ -1,0 +1,38 @@
+"""Evaluate a classifier on labelled digits: accuracy, per-class accuracy and the confusion matrix."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from models.preprocessing import NUM_CLASSES, to_model_input
+
+EVAL_BATCH_SIZE = 1024
+
+
+def predict_probabilities(infer: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+    """Class probabilities (n, 10) for uint8 digits (n, 28, 28), through the serving preprocessing."""
+    batches = [infer(to_model_input(images[start:start + EVAL_BATCH_SIZE]))
+               for start in range(0, len(images), EVAL_BATCH_SIZE)]
+    return np.concatenate(batches)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """(10, 10) counts; rows are the true digit, columns the predicted one."""
+    matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    np.add.at(matrix, (labels.astype(np.int64), predictions.astype(np.int64)), 1)
+    return matrix
+
+
+def classification_report(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Accuracy, per-class accuracy and the confusion matrix, as JSON-ready values."""
+    predictions = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(labels, predictions)
+    per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+    return {
+        "accuracy": float((predictions == labels).mean()),
+        "per_class_accuracy": {str(digit): round(float(acc), 5) for digit, acc in enumerate(per_class)},
+        "confusion_matrix": matrix.tolist(),
+        "samples": int(len(labels)),
+    }

@@ -1,0 +1,95 @@
+"""The BentoML model store: register a trained CNN with its metadata, and load it back.
+
+A model is stored as a native ``.keras`` file inside a new version of ``mnist_cnn``; the deprecated
+``bentoml.keras`` framework module is not used. The training config is saved beside the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import bentoml
+from bentoml.exceptions import NotFound
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "mnist_cnn"
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "train_config.json"
+
+
+class ModelNotRegistered(RuntimeError):
+    """No version of the model is in the store."""
+
+
+class ModelLoadError(RuntimeError):
+    """The stored model exists but cannot be loaded."""
+
+
+def git_commit() -> str:
+    """The working tree's commit, with ``-dirty`` when it has uncommitted changes; ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def register(model, metadata: dict, config: dict, labels: dict | None = None) -> str:
+    """Save ``model`` as a new version of ``mnist_cnn`` and return its tag (``mnist_cnn:<version>``)."""
+    with bentoml.models.create(MODEL_NAME, metadata=metadata, labels=labels or {}) as stored:
+        model.save(stored.path_of(MODEL_FILE))
+        Path(stored.path_of(CONFIG_FILE)).write_text(json.dumps(config, indent=2))
+    tag = str(stored.tag)
+    logger.info("Registered %s in the BentoML model store", tag)
+    return tag
+
+
+def get_stored(tag: str = f"{MODEL_NAME}:latest") -> bentoml.Model:
+    """The store entry for ``tag``, or ModelNotRegistered with a sentence saying what to run."""
+    try:
+        return bentoml.models.get(tag)
+    except NotFound:
+        raise ModelNotRegistered(
+            f"No model {tag!r} is registered in the BentoML model store. Run `make train` to train and register one."
+        ) from None
+
+
+def load_model(stored: bentoml.Model):
+    """Load the Keras model inside a store entry; ModelLoadError with a sentence when it is unusable."""
+    import keras
+
+    path = Path(stored.path_of(MODEL_FILE))
+    if not path.is_file():
+        raise ModelLoadError(f"Model {stored.tag} has no {MODEL_FILE} in {path.parent}; re-run `make train`.")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a damaged archive; all mean the same here
+        raise ModelLoadError(f"Model {stored.tag} at {path} could not be loaded ({error}); re-run `make train`.") from error
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.registry --check``: exit 0 when a model is registered, 1 otherwise."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 0 if a model is registered, else 1")
+    parser.add_argument("--tag", default=f"{MODEL_NAME}:latest")
+    args = parser.parse_args(argv)
+    try:
+        stored = get_stored(args.tag)
+    except ModelNotRegistered as error:
+        print(error, file=sys.stderr)
+        return 1
+    if not args.check:
+        print(json.dumps({"tag": str(stored.tag), **stored.info.metadata}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
