@@ -13,6 +13,8 @@ from pathlib import Path
 
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="digitserve-test-bentoml-")
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+# In-process services count metrics the way `bentoml serve` workers do: Prometheus multiprocess mode.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="digitserve-test-prometheus-")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
@@ -46,3 +48,4 @@ def trained(tmp_path_factory, bentoml_home):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(os.environ["BENTOML_HOME"], ignore_errors=True)
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -1,0 +1,56 @@
+"""Which device TensorFlow runs on: GPUs when there are any, with memory growth; otherwise the CPU."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+
+def count_gpus() -> int:
+    """NVIDIA GPUs visible to this process, counted through NVML without importing TensorFlow.
+
+    Cheap enough to call at import time, where the service decides its number of workers.
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return 0
+    try:
+        import pynvml  # shipped by nvidia-ml-py, a BentoML dependency
+
+        pynvml.nvmlInit()
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver, no library, no device: all mean "run on the CPU"
+        return 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return min(count, len(visible.split(","))) if visible else count
+
+
+def configure_tensorflow(worker_index: int, cpu_threads: int) -> str:
+    """Pin this worker to one GPU (worker i takes GPU i mod n) or to ``cpu_threads`` CPU threads.
+
+    Must run before TensorFlow executes anything. Returns the device in use, e.g. ``GPU:0 (NVIDIA H200)``
+    or ``CPU``, for the startup log, ``/model`` and the metrics.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    try:
+        if not gpus:
+            tf.config.threading.set_intra_op_parallelism_threads(cpu_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+            return "CPU"
+        gpu = gpus[(worker_index - 1) % len(gpus)]  # BentoML numbers workers from 1
+        tf.config.set_visible_devices(gpu, "GPU")
+        tf.config.experimental.set_memory_growth(gpu, True)  # share the card instead of taking all its memory
+    except RuntimeError as error:  # TensorFlow already ran in this process (in-process tests): keep its setup
+        logger.warning("TensorFlow was initialised before the service configured it: %s", error)
+        if not gpus:
+            return "CPU"
+        gpu = tf.config.get_visible_devices("GPU")[0]
+    details = tf.config.experimental.get_device_details(gpu)
+    name = details.get("device_name", "GPU")
+    return f"GPU:{gpu.name.rsplit(':', 1)[-1]} ({name})"

@@ -1,0 +1,56 @@
+"""The service's domain metrics, defined once.
+
+``prometheus_client`` is imported inside ``DomainMetrics()``, never at module import: BentoML sets
+``PROMETHEUS_MULTIPROC_DIR`` in each worker after importing the service module, and a client imported
+before that would count in single-process mode, invisible to ``/metrics``. Every label has a small,
+fixed set of values (ten digits, the rejection reasons, one model tag, one device).
+"""
+
+from __future__ import annotations
+
+# Sub-millisecond resolution: a 28x28 upload is preprocessed in ~0.2 ms, a compiled batch runs in ~1 ms.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+PREFIX = "digitserve"
+METRIC_NAMES = {
+    "predictions": f"{PREFIX}_predictions_total",
+    "confidence": f"{PREFIX}_prediction_confidence",
+    "rejected": f"{PREFIX}_rejected_inputs_total",
+    "preprocess": f"{PREFIX}_preprocess_seconds",
+    "inference": f"{PREFIX}_inference_seconds",
+    "batch_size": f"{PREFIX}_inference_batch_size",
+    "model_info": f"{PREFIX}_model_info",
+    "device_info": f"{PREFIX}_device_info",
+}
+
+
+class DomainMetrics:
+    """The metrics one worker records; create it inside the worker (in the service's ``__init__``)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.predictions = Counter(METRIC_NAMES["predictions"].removesuffix("_total"),
+                                   "Predictions returned, by predicted digit", ["digit"])
+        self.confidence = Histogram(METRIC_NAMES["confidence"], "Probability of the predicted digit",
+                                    buckets=CONFIDENCE_BUCKETS)
+        self.rejected = Counter(METRIC_NAMES["rejected"].removesuffix("_total"),
+                                "Uploads refused with a 4xx, by reason", ["reason"])
+        self.preprocess_seconds = Histogram(METRIC_NAMES["preprocess"],
+                                            "Time to decode and normalise one upload", buckets=LATENCY_BUCKETS)
+        self.inference_seconds = Histogram(METRIC_NAMES["inference"],
+                                           "Time of one model call (one merged batch)", buckets=LATENCY_BUCKETS)
+        self.batch_size = Histogram(METRIC_NAMES["batch_size"], "Images in one model call",
+                                    buckets=BATCH_SIZE_BUCKETS)
+        # Info-style gauges: constant 1 with the facts as labels; "max" merges the workers' copies into one.
+        self.model_info = Gauge(METRIC_NAMES["model_info"], "The model being served",
+                                ["tag", "test_accuracy", "preprocessing_version"], multiprocess_mode="max")
+        self.device_info = Gauge(METRIC_NAMES["device_info"], "The device inference runs on",
+                                 ["device"], multiprocess_mode="max")
+
+    def record_predictions(self, digits, confidences) -> None:
+        for digit, confidence in zip(digits, confidences):
+            self.predictions.labels(digit=str(int(digit))).inc()
+            self.confidence.observe(float(confidence))

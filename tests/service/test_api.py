@@ -1,0 +1,309 @@
+"""Every endpoint, every bad input and the metrics, in process through ``DigitClassifier.to_asgi()``.
+
+The app runs with its real lifespan (model loaded from the test store, warm-up, batching dispatcher);
+only the HTTP transport is Starlette's test client instead of a socket.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.uploads import encode
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(trained):
+    from starlette.testclient import TestClient
+
+    from service.service import DigitClassifier
+
+    with TestClient(DigitClassifier.to_asgi()) as test_client:
+        yield test_client
+
+
+def upload(data: bytes, name: str = "digit.png", content_type: str = "image/png") -> dict:
+    return {"image": (name, data, content_type)}
+
+
+def assert_rejected(response, status: int, reason: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["reason"] == reason
+    assert isinstance(body["error"], str) and len(body["error"]) > 20  # a sentence, not a code
+    return body
+
+
+# --- /classify -------------------------------------------------------------------------------------
+
+
+def test_classify_real_mnist_digits(client, trained, subset_data):
+    correct = 0
+    for image, label in zip(subset_data.x_test[::10], subset_data.y_test[::10]):  # 100 digits, 10 of each
+        response = client.post("/classify", files=upload(encode(image, "PNG")))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == {"digit", "confidence", "probabilities", "model"}
+        assert len(body["probabilities"]) == 10 and sum(body["probabilities"]) == pytest.approx(1, abs=1e-3)
+        assert body["confidence"] == pytest.approx(max(body["probabilities"]), abs=1e-6)
+        assert body["digit"] == int(np.argmax(body["probabilities"]))
+        assert body["model"] == trained.tag
+        correct += body["digit"] == label
+    assert correct / 100 >= trained.metrics["test_accuracy"] - 0.05
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"])
+def test_every_accepted_format(client, subset_data, fmt):
+    index = int(np.flatnonzero(subset_data.y_test == 3)[0])
+    response = client.post("/classify", files=upload(encode(subset_data.x_test[index], fmt), f"d.{fmt.lower()}"))
+    assert response.status_code == 200, response.text
+
+
+def test_a_persons_upload_dark_ink_on_white_jpeg(client, subset_data):
+    """Dark ink on light paper, larger and off-centre: classified after normalisation."""
+    index = int(np.flatnonzero(subset_data.y_test == 7)[2])
+    canvas = np.full((300, 240), 235, np.uint8)
+    digit = np.asarray(Image.fromarray(255 - subset_data.x_test[index]).resize((112, 112)))
+    canvas[40:152, 100:212] = np.minimum(canvas[40:152, 100:212], digit)
+    response = client.post("/classify", files=upload(encode(canvas, "JPEG", quality=80), "scan.jpg", "image/jpeg"))
+    assert response.status_code == 200
+    assert response.json()["digit"] == 7
+
+
+def test_content_type_of_the_part_does_not_matter(client, subset_data):
+    """Browsers and curl label files differently; the bytes decide the format."""
+    data = encode(subset_data.x_test[0], "PNG")
+    response = client.post("/classify", files=upload(data, "blob", "application/octet-stream"))
+    assert response.status_code == 200
+
+
+# --- bad inputs: each a 4xx with a sentence -----------------------------------------------------------
+
+
+def truncated_png(subset_data) -> bytes:
+    data = encode(np.tile(subset_data.x_test[0], (8, 8)), "PNG")
+    return data[: len(data) // 2]
+
+
+def bomb_png() -> bytes:
+    """A tiny file that declares 30,000 x 30,000 pixels."""
+    return encode(Image.new("L", (30_000, 30_000)), "PNG")
+
+
+def animated_gif(subset_data) -> bytes:
+    frames = [Image.fromarray(subset_data.x_test[i]) for i in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "reason"),
+    [
+        ("empty", 400, "empty"),
+        ("not an image", 400, "not_an_image"),
+        ("truncated", 400, "truncated"),
+        ("unsupported format", 415, "unsupported_format"),
+        ("too many pixels", 422, "too_many_pixels"),
+        ("blank white", 422, "no_ink"),
+        ("blank black", 422, "no_ink"),
+    ],
+)
+def test_bad_uploads_get_a_clear_4xx(client, subset_data, case, status, reason):
+    data = {
+        "empty": lambda: b"",
+        "not an image": lambda: b"just some text, definitely not a digit\n" * 10,
+        "truncated": lambda: truncated_png(subset_data),
+        "unsupported format": lambda: encode(subset_data.x_test[0], "PPM"),
+        "too many pixels": bomb_png,
+        "blank white": lambda: encode(np.full((64, 64), 255, np.uint8), "PNG"),
+        "blank black": lambda: encode(np.zeros((28, 28), np.uint8), "PNG"),
+    }[case]()
+    assert_rejected(client.post("/classify", files=upload(data)), status, reason)
+
+
+def test_animated_image_uses_its_first_frame(client, subset_data):
+    response = client.post("/classify", files=upload(animated_gif(subset_data), "a.gif", "image/gif"))
+    assert response.status_code == 200
+    first_alone = client.post("/classify", files=upload(encode(subset_data.x_test[0], "GIF"), "f.gif"))
+    assert response.json()["digit"] == first_alone.json()["digit"]
+
+
+def test_upload_over_the_byte_limit_is_413(client):
+    from service.settings import get_settings
+
+    too_big = b"\x89PNG" + bytes(get_settings().max_upload_bytes + 100_000)
+    assert_rejected(client.post("/classify", files=upload(too_big)), 413, "too_large")
+
+
+def test_missing_or_misnamed_field_is_400(client, subset_data):
+    response = client.post("/classify", files={"picture": ("d.png", encode(subset_data.x_test[0], "PNG"))})
+    assert response.status_code == 400
+    assert "'picture'" in response.json()["error"] and "'image'" in response.json()["error"]
+    response = client.post("/classify", files={}, data={}, headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 400
+
+
+def test_pickle_content_type_is_refused(client):
+    import pickle
+
+    body = pickle.dumps({"image": b"x"})
+    for route in ("/classify", "/infer", "/classify_batch"):
+        response = client.post(route, content=body, headers={"Content-Type": "application/vnd.bentoml+pickle"})
+        assert_rejected(response, 415, "pickle_not_allowed")
+
+
+class RecordingHandler(http.server.BaseHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        RecordingHandler.requests.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"\x89PNG\r\n\x1a\n")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def bait_url():
+    """A live local HTTP server: if the service fetched a URL, this would see the request."""
+    RecordingHandler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RecordingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/digit.png"
+    server.shutdown()
+    assert RecordingHandler.requests == [], "the service fetched a URL on a client's behalf (SSRF)"
+
+
+def test_url_instead_of_a_file_is_never_fetched(client, bait_url):
+    as_json = client.post("/classify", json={"image": bait_url})
+    assert_rejected(as_json, 415, "not_multipart")
+    as_raw_body = client.post("/classify", content=bait_url.encode(), headers={"Content-Type": "application/json"})
+    assert_rejected(as_raw_body, 415, "not_multipart")
+    # (None, text) makes httpx send a multipart text part: the way a form sends a URL typed into it
+    as_form_text = client.post("/classify", files={"image": (None, bait_url)})
+    assert as_form_text.status_code == 400
+    assert "never fetched" in as_form_text.json()["error"]
+    as_batch_text = client.post("/classify_batch", files={"images": (None, bait_url)})
+    assert as_batch_text.status_code == 400
+    as_urlencoded = client.post("/classify", data={"image": bait_url})
+    assert_rejected(as_urlencoded, 415, "not_multipart")
+
+
+# --- /classify_batch -------------------------------------------------------------------------------
+
+
+def batch_files(images, fmt: str = "PNG") -> list:
+    return [("images", (f"{i}.png", encode(image, fmt), "image/png")) for i, image in enumerate(images)]
+
+
+def test_batch_answers_in_order(client, subset_data):
+    images, labels = subset_data.x_test[5:45], subset_data.y_test[5:45]
+    response = client.post("/classify_batch", files=batch_files(images))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body) == 40
+    singles = [client.post("/classify", files=upload(encode(image, "PNG"))).json()["digit"] for image in images[:5]]
+    assert [item["digit"] for item in body[:5]] == singles
+    assert np.mean([item["digit"] == label for item, label in zip(body, labels)]) >= 0.85
+
+
+def test_batch_over_the_limit_is_refused(client, subset_data, monkeypatch):
+    import service.service as module
+    from service.settings import Settings
+
+    monkeypatch.setattr(module, "settings", Settings(max_batch_images=4))
+    body = assert_rejected(client.post("/classify_batch", files=batch_files(subset_data.x_test[:5])),
+                           413, "batch_too_large")
+    assert "4" in body["error"]
+    assert client.post("/classify_batch", files=batch_files(subset_data.x_test[:4])).status_code == 200
+
+
+def test_batch_with_one_bad_image_says_which(client, subset_data):
+    files = batch_files(subset_data.x_test[:3])
+    files[1] = ("images", ("bad.png", b"not an image at all", "image/png"))
+    body = assert_rejected(client.post("/classify_batch", files=files), 400, "not_an_image")
+    assert "Image 1" in body["error"]
+
+
+# --- /normalized, /infer, /model, health and docs --------------------------------------------------------
+
+
+def test_normalized_is_what_the_model_sees(client, subset_data):
+    from models.preprocessing import normalize_digit
+
+    canvas = np.full((200, 200), 250, np.uint8)
+    canvas[50:162, 40:152] = 255 - np.asarray(Image.fromarray(subset_data.x_test[9]).resize((112, 112)))
+    response = client.post("/normalized", files=upload(encode(canvas, "PNG")))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    seen = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert seen.shape == (28, 28)
+    np.testing.assert_array_equal(seen, normalize_digit(canvas))
+
+
+def test_normalized_rejects_like_classify(client):
+    assert_rejected(client.post("/normalized", files=upload(b"")), 400, "empty")
+
+
+def test_infer_takes_mnist_style_arrays(client, subset_data):
+    digits = subset_data.x_test[:4]
+    response = client.post("/infer", json={"digits": digits.tolist()})
+    assert response.status_code == 200, response.text
+    probabilities = np.array(response.json())
+    assert probabilities.shape == (4, 10)
+    assert (probabilities.argmax(axis=1) == subset_data.y_test[:4]).mean() >= 0.75
+
+
+def test_infer_rejects_wrong_shapes(client):
+    response = client.post("/infer", json={"digits": [[1, 2, 3]]})
+    assert 400 <= response.status_code < 500
+
+
+def test_model_metadata(client, trained):
+    body = client.get("/model").json()
+    assert body["tag"] == trained.tag
+    assert body["test_accuracy"] == pytest.approx(trained.metrics["test_accuracy"], abs=1e-5)
+    assert body["data_source"] == "subset"
+    assert body["device"] == "CPU"
+    assert body["input_spec"]["shape"] == [28, 28, 1]
+    assert body["preprocessing_version"]
+    assert body["created"]
+
+
+def test_health_endpoints(client):
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/livez").status_code == 200
+
+
+def test_openapi_has_an_example_for_each_endpoint(client):
+    spec = client.get("/docs.json").json()
+    for path in ("/classify", "/classify_batch", "/normalized", "/infer"):
+        assert path in spec["paths"], path
+        operation = spec["paths"][path]["post"]
+        assert operation.get("description"), f"{path} has no description"
+    assert "examples" in json.dumps(spec["components"]), "the response models carry no examples"
+
+
+def test_domain_metrics_after_traffic(client, subset_data):
+    client.post("/classify", files=upload(encode(subset_data.x_test[0], "PNG")))
+    client.post("/classify", files=upload(b""))
+    text = client.get("/metrics").text
+    for name in ("digitserve_predictions_total", "digitserve_prediction_confidence_bucket",
+                 "digitserve_rejected_inputs_total", "digitserve_preprocess_seconds_bucket",
+                 "digitserve_inference_seconds_bucket", "digitserve_inference_batch_size_bucket",
+                 "digitserve_model_info", "digitserve_device_info"):
+        assert name in text, f"{name} missing from /metrics"
+    assert 'reason="empty"' in text
+    assert 'le="0.0001"' in text  # sub-millisecond buckets
