@@ -19,11 +19,10 @@ def test_the_command_uses_the_config_the_host_and_the_reports_dir(tmp_path):
 
 
 def test_the_config_never_names_a_host():
-    settings = dict(
-        line.split("=", 1) for line in run.CONFIG.read_text().splitlines() if "=" in line and not line.startswith("#")
-    )
-    assert "host" not in {key.strip() for key in settings}
-    assert Path(run.REPO_ROOT / settings["locustfile"].strip()).is_file()
+    lines = [line.split("=", 1) for line in run.CONFIG.read_text().splitlines() if "=" in line and not line.startswith("#")]
+    settings = {key.strip(): value.strip() for key, value in lines}
+    assert "host" not in settings
+    assert Path(run.REPO_ROOT / settings["locustfile"]).is_file()
 
 
 def test_without_a_host_it_says_how_to_give_one(monkeypatch, capsys):
