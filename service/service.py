@@ -15,6 +15,8 @@ requests/s at 16 clients and failed 4 % of them ("Server disconnected" from the 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Annotated, Sequence
@@ -27,7 +29,7 @@ from service.device import count_gpus
 from service.security import GuardMiddleware, install_safe_multipart
 from service.settings import get_settings
 from service.web import web_app
-from training.registry import ModelNotRegistered
+from training.registry import ModelLoadError, ModelNotRegistered, verify_archive
 
 with bentoml.importing():
     import anyio
@@ -71,14 +73,22 @@ def _overloaded():
 
 
 def _check_model_is_registered() -> bentoml.models.BentoModel:
-    """Fail at import, before any worker starts, when the model is not in the store."""
+    """Fail at import, before any worker starts, when the model is missing or its file is damaged."""
     reference = bentoml.models.BentoModel(settings.model_tag)
     if reference.stored is None:
         raise ModelNotRegistered(
             f"No model {settings.model_tag!r} is registered in the BentoML model store. "
             "Run `make train` to train and register one (or set DIGITSERVE_MODEL_TAG)."
         )
+    verify_archive(reference.stored)
     return reference
+
+
+def _stop_server(error: Exception) -> None:
+    """A worker that cannot load the model stops the whole server: BentoML would restart it forever."""
+    logger.critical("%s Stopping the server.", error)
+    if bentoml.server_context.worker_index is not None:  # under `bentoml serve`, not in-process tests
+        os.kill(os.getppid(), signal.SIGTERM)
 
 
 @bentoml.service(
@@ -104,7 +114,11 @@ class DigitClassifier:
         stored = self.bento_model
         self.tag = str(stored.tag)
         self.info = stored.info
-        self._infer = make_inference_fn(load_model(stored))
+        try:
+            self._infer = make_inference_fn(load_model(stored))
+        except ModelLoadError as error:
+            _stop_server(error)
+            raise
         self._infer(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1), np.float32))  # warm-up: trace and compile now
 
         self.metrics = DomainMetrics()

@@ -11,6 +11,7 @@ import json
 import logging
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import bentoml
@@ -62,13 +63,35 @@ def get_stored(tag: str = f"{MODEL_NAME}:latest") -> bentoml.Model:
         ) from None
 
 
+KERAS_ARCHIVE_MEMBERS = ("config.json", "model.weights.h5")  # what every Keras 3 .keras file holds
+
+
+def verify_archive(stored: bentoml.Model) -> Path:
+    """Check, without TensorFlow, that the entry's .keras file is whole: ModelLoadError if not.
+
+    Cheap enough for the serving process to run before it starts any worker, so a damaged model stops
+    ``bentoml serve`` at once instead of leaving workers that crash and restart forever.
+    """
+    path = Path(stored.path_of(MODEL_FILE))
+    if not path.is_file():
+        raise ModelLoadError(f"Model {stored.tag} has no {MODEL_FILE} in {path.parent}; re-run `make train`.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()  # reads every member and checks its CRC
+            missing = [name for name in KERAS_ARCHIVE_MEMBERS if name not in archive.namelist()]
+    except zipfile.BadZipFile:
+        raise ModelLoadError(f"Model {stored.tag}: {path} is not a .keras archive; re-run `make train`.") from None
+    if damaged or missing:
+        problem = f"member {damaged} is damaged" if damaged else f"it lacks {', '.join(missing)}"
+        raise ModelLoadError(f"Model {stored.tag}: {path} is incomplete ({problem}); re-run `make train`.")
+    return path
+
+
 def load_model(stored: bentoml.Model):
     """Load the Keras model inside a store entry; ModelLoadError with a sentence when it is unusable."""
     import keras
 
-    path = Path(stored.path_of(MODEL_FILE))
-    if not path.is_file():
-        raise ModelLoadError(f"Model {stored.tag} has no {MODEL_FILE} in {path.parent}; re-run `make train`.")
+    path = verify_archive(stored)
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a damaged archive; all mean the same here

@@ -1,0 +1,105 @@
+"""A real ``bentoml serve`` in a subprocess, over real HTTP: ready, classify, shut down cleanly; and the
+two ways startup must fail at once with a sentence (no model, a damaged model) instead of half-living."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+import zipfile
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.server import ServerFailed, free_port, start_server
+from tests.uploads import encode
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+
+BENTOML = str(__import__("pathlib").Path(sys.executable).parent / "bentoml")
+
+
+def test_serve_classifies_real_digits_and_stops_cleanly(trained, subset_data):
+    server = start_server(timeout=90)
+    try:
+        assert server.ready_seconds < 60
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get("/livez").status_code == 200
+            indices = np.arange(0, len(subset_data.y_test), 20)  # 50 digits, 5 of each
+            answers = [client.post("/classify", files={"image": ("d.png", encode(subset_data.x_test[i], "PNG"))})
+                       for i in indices]
+            assert all(a.status_code == 200 for a in answers)
+            accuracy = np.mean([a.json()["digit"] == subset_data.y_test[i] for a, i in zip(answers, indices)])
+            assert accuracy >= trained.metrics["test_accuracy"] - 0.06
+            batch = client.post("/classify_batch", files=[("images", (f"{i}.png", encode(subset_data.x_test[i], "PNG")))
+                                                          for i in indices[:10]])
+            assert [item["digit"] for item in batch.json()] == [a.json()["digit"] for a in answers[:10]]
+            assert client.get("/model").json()["tag"] == trained.tag
+            metrics = client.get("/metrics").text
+            assert "digitserve_predictions_total" in metrics and "bentoml_service_request_total" in metrics
+    finally:
+        started = time.perf_counter()
+        code = server.stop()
+    assert time.perf_counter() - started < 15, "shutdown took too long"
+    assert code == 0, server.log_tail()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url + "/livez", timeout=2)
+
+
+def serve_until_exit(env: dict, timeout: float = 90) -> tuple[int, str, float]:
+    """Run ``bentoml serve`` expecting it to exit by itself; return its code, output and run time."""
+    port = free_port()
+    started = time.perf_counter()
+    result = subprocess.run([BENTOML, "serve", "service:DigitClassifier", "--port", str(port)],
+                            env=env, capture_output=True, text=True, timeout=timeout)
+    return result.returncode, result.stdout + result.stderr, time.perf_counter() - started
+
+
+def test_no_registered_model_fails_at_once_saying_make_train(tmp_path):
+    import os
+
+    code, output, seconds = serve_until_exit({**os.environ, "BENTOML_HOME": str(tmp_path)})
+    assert code != 0
+    assert "Run `make train`" in output
+    assert seconds < 30
+
+
+def test_damaged_model_archive_fails_at_once(trained, tmp_path):
+    import os
+
+    import bentoml
+
+    with bentoml.models.create("mnist_cnn", metadata={}) as damaged:
+        open(damaged.path_of("model.keras"), "wb").write(b"not a zip archive")
+    try:
+        code, output, seconds = serve_until_exit({**os.environ, "DIGITSERVE_MODEL_TAG": str(damaged.tag)})
+    finally:
+        bentoml.models.delete(str(damaged.tag))
+    assert code != 0
+    assert "is not a .keras archive" in output and "make train" in output
+    assert seconds < 30
+
+
+def test_model_that_fails_to_load_stops_the_whole_server(trained):
+    """A whole archive whose contents Keras cannot load: the worker fails, and the server goes with it."""
+    import os
+
+    import bentoml
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("config.json", json.dumps({"class_name": "NoSuchLayer", "config": {}}))
+        archive.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n broken")
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.0.0"}))
+    with bentoml.models.create("mnist_cnn", metadata={}) as damaged:
+        open(damaged.path_of("model.keras"), "wb").write(buffer.getvalue())
+    try:
+        with pytest.raises(ServerFailed) as failure:
+            start_server(env={"DIGITSERVE_MODEL_TAG": str(damaged.tag)}, timeout=90)
+    finally:
+        bentoml.models.delete(str(damaged.tag))
+    assert "could not be loaded" in str(failure.value)
+    assert "exited with code" in str(failure.value), "the server stayed up without a working worker"
