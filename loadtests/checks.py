@@ -111,6 +111,19 @@ class Tally:
     def reset(self) -> None:
         self.correct, self.wrong, self.wrong_by_kind = 0, 0, {}
 
+    def share_across_workers(self, events, key: str = "digitserve_tally") -> None:
+        """Hook into Locust's ``events``: workers send what they counted since their last report; the master adds it up."""
+
+        def send(client_id, data, **kwargs) -> None:
+            data[key] = self.as_dict()
+            self.reset()
+
+        def receive(client_id, data, **kwargs) -> None:
+            self.add(data.get(key, {}))
+
+        events.report_to_master.add_listener(send)
+        events.worker_report.add_listener(receive)
+
 
 @dataclass(frozen=True)
 class Slo:
@@ -145,3 +158,19 @@ def slo_violations(slo: Slo, requests: int, failures: int, p95_ms: float | None,
             f"below the {slo.min_accuracy:.0%} floor."
         )
     return violations
+
+
+def stats_summary(total, tally: Tally) -> dict:
+    """Counts, throughput and latency percentiles of a Locust run, from its ``stats.total`` entry, and the tally."""
+    measured = total.num_requests > 0
+
+    def percentile(share: float) -> float | None:
+        return float(total.get_response_time_percentile(share)) if measured else None
+
+    return {
+        "requests": total.num_requests, "failures": total.num_failures, "rps": total.total_rps,
+        "p50_ms": percentile(0.50), "p95_ms": percentile(0.95), "p99_ms": percentile(0.99),
+        "accuracy": tally.accuracy, **tally.as_dict(),
+        # The window the figures cover, as Unix times: from the start of the run to its last request.
+        "started_at": total.start_time, "last_request_at": total.last_request_timestamp,
+    }

@@ -16,6 +16,7 @@ accuracy under load) and sets the exit code to 1 if one is missed. Thresholds: `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -24,7 +25,16 @@ from pathlib import Path
 from locust import FastHttpUser, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtests.checks import BadAnswer, Slo, Tally, check_classification, check_rejection, parse_json, slo_violations
+from loadtests.checks import (
+    BadAnswer,
+    Slo,
+    Tally,
+    check_classification,
+    check_rejection,
+    parse_json,
+    slo_violations,
+    stats_summary,
+)
 from loadtests.payloads import PayloadSet, load_payloads
 
 logger = logging.getLogger(__name__)
@@ -36,7 +46,7 @@ BAD_INPUT_WEIGHT = 1
 
 PAYLOADS: PayloadSet | None = None  # loaded once per process, in on_init
 TALLY = Tally()  # this process's right and wrong digits; the master adds up its workers'
-TALLY_KEY = "digitserve_tally"
+TALLY.share_across_workers(events)
 
 
 @events.init_command_line_parser.add_listener
@@ -65,17 +75,6 @@ def on_init(environment, **kwargs) -> None:
                 len(PAYLOADS.batches), len(PAYLOADS.bad))
 
 
-@events.report_to_master.add_listener
-def send_tally(client_id, data, **kwargs) -> None:
-    data[TALLY_KEY] = TALLY.as_dict()
-    TALLY.reset()  # each report carries what happened since the last one
-
-
-@events.worker_report.add_listener
-def add_tally(client_id, data, **kwargs) -> None:
-    TALLY.add(data.get(TALLY_KEY, {}))
-
-
 @events.quitting.add_listener
 def check_slo(environment, **kwargs) -> None:
     """Set the exit code from the service-level objectives; write the verdict to --summary-json if asked."""
@@ -97,13 +96,8 @@ def check_slo(environment, **kwargs) -> None:
         logger.info("SLO met: %d requests, 0 failed, p95 %s ms <= %g ms, accuracy %s >= %g",
                     total.num_requests, p95, slo.p95_ms, accuracy, slo.min_accuracy)
     if options.summary_json:
-        summary = {
-            "passed": not violations, "violations": violations,
-            "slo": {"p95_ms": slo.p95_ms, "min_accuracy": slo.min_accuracy, "max_failures": slo.max_failures},
-            "requests": total.num_requests, "failures": total.num_failures,
-            "rps": total.total_rps, "p50_ms": total.get_response_time_percentile(0.5) if total.num_requests else None,
-            "p95_ms": p95, "accuracy": TALLY.accuracy, **TALLY.as_dict(),
-        }
+        summary = {"passed": not violations, "violations": violations, "slo": dataclasses.asdict(slo),
+                   **stats_summary(total, TALLY)}
         path = Path(options.summary_json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=2))
