@@ -8,8 +8,8 @@
 - Bodies over the byte limits: a 413 from the ``Content-Length`` header, before the body is read, or as
   soon as a streamed body passes the limit.
 
-It also mends BentoML's 4xx bodies, which it sends as a one-element JSON list (``[{"error": ...}]``), into
-the plain object every other error of this service is (``{"error": ...}``).
+It also gives BentoML's own 4xx bodies (a one-element JSON list, ``[{"error": ...}]``, with no reason) the
+shape every other error of this service has: ``{"error": sentence, "reason": label}``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ PICKLE_MEDIA_TYPE = "application/vnd.bentoml+pickle"
 # Endpoints that take uploaded files, and the body limit of each (None: the per-request limit).
 UPLOAD_ROUTES = ("/classify", "/classify_batch", "/normalized")
 MULTIPART_FRAMING_BYTES = 64 * 1024  # headers and boundaries around one file
+REASON_KEY = "digitserve.reject_reason"  # set in the request's ASGI scope by the multipart parser
 
 
 def _json_body(error: errors.InputError) -> bytes:
@@ -84,7 +85,7 @@ class GuardMiddleware:
             await send_error(send, error)
             return
         if path not in UPLOAD_ROUTES:
-            await self.app(scope, receive, self._mend_error_bodies(send))
+            await self.app(scope, receive, self._mend_error_bodies(scope, send))
             return
         # A body streamed without Content-Length is counted as it arrives; past the limit the app sees a
         # disconnect, and whatever it answers is replaced by the 413.
@@ -100,7 +101,7 @@ class GuardMiddleware:
                     return {"type": "http.disconnect"}
             return message
 
-        mended_send = self._mend_error_bodies(send)
+        mended_send = self._mend_error_bodies(scope, send)
 
         async def guarded_send(message: Message) -> None:
             if overflow is None:
@@ -131,8 +132,12 @@ class GuardMiddleware:
         return None
 
     @staticmethod
-    def _mend_error_bodies(send: Send) -> Send:
-        """Rewrite BentoML's ``[{"error": ...}]`` 4xx bodies to ``{"error": ...}``; other responses pass."""
+    def _mend_error_bodies(scope: Scope, send: Send) -> Send:
+        """Give every 4xx JSON body this service's shape, ``{"error": sentence, "reason": label}``.
+
+        BentoML sends its own 4xx bodies as a one-element list and without a reason; the reason comes from
+        ``scope[REASON_KEY]`` when the multipart parser set it, else ``invalid_input``. Other responses pass.
+        """
         pending: Message | None = None
 
         async def mending_send(message: Message) -> None:
@@ -148,7 +153,11 @@ class GuardMiddleware:
                 except ValueError:
                     parsed = None
                 if isinstance(parsed, list) and len(parsed) == 1 and isinstance(parsed[0], dict):
-                    body = json.dumps(parsed[0]).encode()
+                    parsed = parsed[0]
+                if isinstance(parsed, dict) and "error" in parsed and "reason" not in parsed:
+                    reason = scope.get(REASON_KEY, errors.InvalidInput.reason)
+                    _count_rejection(reason)
+                    body = json.dumps({**parsed, "reason": reason}).encode()
                     headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
                     start = {**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
                     message = {**message, "body": body}
@@ -159,7 +168,11 @@ class GuardMiddleware:
 
 
 def install_safe_multipart() -> None:
-    """Make BentoML's multipart parser refuse text values (URLs) in file fields instead of fetching them."""
+    """Make BentoML's multipart parser refuse, with a 400, what it would otherwise mishandle.
+
+    - a text value (such as a URL) in a file field: BentoML would fetch it (SSRF);
+    - a field the endpoint does not take: BentoML would JSON-decode it, and a file there was a 500.
+    """
     from bentoml.exceptions import BadInput
     from starlette.datastructures import UploadFile
 
@@ -169,29 +182,34 @@ def install_safe_multipart() -> None:
     if getattr(base, "refuses_urls", False):
         return
 
+    def refuse(request, error: errors.InputError) -> BadInput:
+        request.scope[REASON_KEY] = error.reason  # read back by GuardMiddleware when it shapes the body
+        return BadInput(error.message)
+
     class UploadOnlyMultipartSerde(base):
         refuses_urls = True
 
         async def parse_request(self, request, cls):
-            # BentoML JSON-decodes fields it does not know, so a file under the wrong name was a 500.
             form = await request.form()  # parsed once; Starlette caches it for the parser below
             unknown = sorted(set(form.keys()) - set(cls.model_fields))
             if unknown:
-                _count_rejection(errors.InvalidInput.reason)
-                raise BadInput(
+                raise refuse(request, errors.InvalidInput(
                     f"Unknown form field(s) {', '.join(map(repr, unknown))}; "
                     f"this endpoint takes {', '.join(map(repr, cls.model_fields))}."
-                )
+                ))
+            for name in cls.multipart_fields:
+                if any(not isinstance(value, UploadFile) for value in form.getlist(name)):
+                    raise refuse(request, errors.UrlNotAllowed(
+                        f"The field {name!r} must hold an uploaded file; text values such as URLs are "
+                        "refused and never fetched."
+                    ))
             return await super().parse_request(request, cls)
 
         @staticmethod
         async def ensure_file(obj: Any) -> UploadFile:
             if isinstance(obj, UploadFile):
                 return obj
-            _count_rejection(errors.UrlNotAllowed.reason)
-            raise BadInput(
-                "A file field must hold an uploaded file; text values such as URLs are refused and never fetched."
-            )
+            raise BadInput("A file field must hold an uploaded file; URLs are never fetched.")  # unreachable backstop
 
     for media_type, serde_class in list(serde.ALL_SERDE.items()):
         if serde_class is base:
