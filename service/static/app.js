@@ -134,7 +134,8 @@ function showImage(img, blob, oldUrl) {
   return url;
 }
 
-async function classify(blob, filename) {
+// `source` names the image in the status line: "Your drawing", or the file's name.
+async function classify(blob, filename, source) {
   setBusy(true);
   showError(null);
   page.status.textContent = "Classifying…";
@@ -146,12 +147,20 @@ async function classify(blob, filename) {
     const preview = await (await previewRequest).blob();
     sentUrl = showImage(page.sent, blob, sentUrl);
     previewUrl = showImage(page.preview, preview, previewUrl);
-    showAnswer(answer);
+    showAnswer(answer, source);
   } catch (error) {
     showError(error instanceof ShownError ? error.message : `Something went wrong in this page: ${error.message}`);
   } finally {
     setBusy(false);
+    bringIntoView();
   }
+}
+
+function bringIntoView() {
+  // On a phone the answer is below the pad; scroll to it unless its heading is already in view.
+  const heading = document.getElementById("result-heading");
+  const top = heading.getBoundingClientRect().top;
+  if (top < 0 || top > window.innerHeight * 0.5) heading.scrollIntoView({ block: "start" });
 }
 
 // --- showing the answer ----------------------------------------------------------------------------
@@ -160,7 +169,7 @@ function percent(probability) {
   return `${(probability * 100).toFixed(1)} %`;
 }
 
-function showAnswer(answer) {
+function showAnswer(answer, source) {
   page.digit.textContent = String(answer.digit);
   page.confidence.textContent = percent(answer.confidence);
   page.bars.replaceChildren(
@@ -185,7 +194,7 @@ function showAnswer(answer) {
     })
   );
   page.result.hidden = false;
-  page.status.textContent = `The model reads ${answer.digit}, with ${percent(answer.confidence)} confidence.`;
+  page.status.textContent = `${source}: the model reads ${answer.digit}, with ${percent(answer.confidence)} confidence.`;
 }
 
 function showError(message) {
@@ -213,7 +222,7 @@ page.classifyButton.addEventListener("click", async () => {
     showError(error.message);
     return;
   }
-  await classify(blob, "drawing.png");
+  await classify(blob, "drawing.png", "Your drawing");
 });
 
 page.clearButton.addEventListener("click", () => {
@@ -226,7 +235,7 @@ page.clearButton.addEventListener("click", () => {
 page.fileInput.addEventListener("change", () => {
   const file = page.fileInput.files[0];
   page.fileInput.value = ""; // so choosing the same file again still counts as a change
-  if (file) classify(file, file.name);
+  if (file) classify(file, file.name, file.name);
 });
 
 page.dropzone.addEventListener("dragover", (event) => {
@@ -238,7 +247,7 @@ page.dropzone.addEventListener("drop", (event) => {
   event.preventDefault();
   page.dropzone.classList.remove("dragging");
   const file = event.dataTransfer.files[0];
-  if (file) classify(file, file.name);
+  if (file) classify(file, file.name, file.name);
   else showError("Drop an image file here: what was dropped holds no file.");
 });
 
@@ -249,7 +258,7 @@ document.addEventListener("paste", (event) => {
     return;
   }
   event.preventDefault();
-  classify(file, file.name || "pasted-image");
+  classify(file, file.name || "pasted-image", "The pasted image");
 });
 
 // --- the model's name in the footer ----------------------------------------------------------------
