@@ -36,7 +36,7 @@ K8S_GPU = DEPLOY / "k8s" / "overlays" / "gpu"
 # Where the classifier's /metrics is scraped in compose; the live test rewrites only this.
 CLASSIFIER_TARGET = "classifier:3000"
 # Grafana's interval variables, and what the live test puts in their place (several 5 s scrapes).
-GRAFANA_VARIABLES = {"$__rate_interval": "1m"}
+GRAFANA_VARIABLES = {"$__rate_interval": "2m"}
 
 
 # --- tools -----------------------------------------------------------------------------------------
