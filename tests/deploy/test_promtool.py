@@ -1,7 +1,7 @@
 """deploy/prometheus checked by promtool: the config, the alert rules, and the rules' unit tests.
 
 promtool comes with Debian's ``prometheus`` package (``make system-deps``); no server runs here (see
-test_prometheus.py for the live one).
+test_live_stack.py for the live one).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ traffic, the request counter is queried over Prometheus's HTTP API, and every Gr
 return data: the proof that the dashboard and the metric names the service exports agree.
 
 Prometheus is Debian's ``prometheus`` package (``make system-deps``); its binary is run directly.
+The same live service also answers compose's healthcheck command and the Kubernetes probes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import concurrent.futures
 import math
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -211,11 +213,35 @@ def test_the_rules_load_and_stay_quiet_on_a_healthy_service(live):
         assert prometheus.query(rule["expr"]) == [], rule["alert"]
 
 
-def test_model_not_ready_fires_when_the_service_goes_away(live):
+def compose_healthcheck(port: int) -> subprocess.CompletedProcess:
+    """docker-compose.yml's healthcheck command for the classifier, run here against ``port``."""
+    test = stack.compose()["services"]["classifier"]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "python"]
+    command = [sys.executable, *(part.replace("127.0.0.1:3000", f"127.0.0.1:{port}") for part in test[2:])]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+
+def test_the_compose_healthcheck_passes_on_the_live_service(live):
+    server, _, _ = live
+    result = compose_healthcheck(server.port)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_kubernetes_probes_answer_200(live):
+    server, _, _ = live
+    deployment = next(d for d in stack.k8s_base_resources() if d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        path = container[probe]["httpGet"]["path"]
+        assert httpx.get(server.url + path, timeout=5).status_code == 200, f"{probe} {path}"
+
+
+def test_model_not_ready_fires_and_the_healthcheck_fails_when_the_service_goes_away(live):
     """Last in the module: it stops the server."""
     server, prometheus, _ = live
     (rule,) = [rule for rule in stack.alert_rules() if rule["alert"] == "DigitserveModelNotReady"]
     server.stop()
+    assert compose_healthcheck(server.port).returncode != 0
     prometheus.wait_for('up{job="digitserve"}', lambda up: up == 0, "the stopped service is seen down")
     (series,) = prometheus.query(rule["expr"])
     assert series["metric"]["job"] == "digitserve"
