@@ -131,6 +131,7 @@ class TreeSampler:
         self.cpu: list[float] = []
         self.peak_rss: dict[int, int] = {}
         self._known: dict[int, object] = {}
+        self._last_cpu: dict[int, float] = {}  # CPU seconds per pid at its latest reading
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sampler-{pid}", daemon=True)
         self._thread.start()
@@ -145,18 +146,17 @@ class TreeSampler:
         return [self._known[process.pid] for process in found]
 
     def sample(self) -> None:
-        total = 0.0
         for process in self._processes():
             try:
                 with process.oneshot():
                     times = process.cpu_times()
                     rss = process.memory_info().rss
             except self._psutil.Error:
-                continue
-            total += times.user + times.system
+                continue  # it has just exited: its last reading stands
+            self._last_cpu[process.pid] = times.user + times.system
             self.peak_rss[process.pid] = max(self.peak_rss.get(process.pid, 0), rss)
         self.times.append(time.time())
-        self.cpu.append(total)
+        self.cpu.append(sum(self._last_cpu.values()))  # never decreases, even as processes exit
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -382,7 +382,9 @@ def render_markdown(report: dict) -> str:
         f"Measured {report['date']} on {machine['cpu']} ({machine['logical_cpus']} logical CPUs, "
         f"{machine['memory_gb']} GB, {machine['gpus']} GPUs; load average {machine['load_average_at_start'][0]:.2f} "
         f"at start) with `make bench`: {settings['seconds']:g} s per run, one Locust generator "
-        f"({settings['locust_processes']} process), the same MNIST test digits (PNG and JPEG) for every server.",
+        f"({settings['locust_processes']} Locust process{'es' if settings['locust_processes'] > 1 else ''}), "
+        "the same MNIST test digits (PNG and JPEG) for every server. Peak RSS is the largest process's "
+        "(the worker holding the model) while under load.",
         "",
         "| server | clients | req/s | images/s | p50 ms | p95 ms | p99 ms | errors | wrong digits "
         "| server CPU s / 1,000 images | peak RSS MB | generator CPU (cores) |",

@@ -44,6 +44,7 @@ SINGLE_WEIGHT = 20
 BATCH_WEIGHT = 2
 BAD_INPUT_WEIGHT = 1
 
+DEFAULT_SLO = Slo()
 PAYLOADS: PayloadSet | None = None  # loaded once per process, in on_init
 TALLY = Tally()  # this process's right and wrong digits; the master adds up its workers'
 TALLY.share_across_workers(events)
@@ -52,9 +53,10 @@ TALLY.share_across_workers(events)
 @events.init_command_line_parser.add_listener
 def add_arguments(parser) -> None:
     group = parser.add_argument_group("digitserve", "The digit classifier's load test")
-    group.add_argument("--slo-p95-ms", type=float, default=500.0, env_var="LOADTEST_P95_MS",
+    group.add_argument("--slo-p95-ms", type=float, default=DEFAULT_SLO.p95_ms, env_var="LOADTEST_P95_MS",
                        help="fail the run when the p95 latency of all requests is above this (ms)")
-    group.add_argument("--slo-min-accuracy", type=float, default=0.9, env_var="LOADTEST_MIN_ACCURACY",
+    group.add_argument("--slo-min-accuracy", type=float, default=DEFAULT_SLO.min_accuracy,
+                       env_var="LOADTEST_MIN_ACCURACY",
                        help="fail the run when the share of right digits under load is below this")
     group.add_argument("--batch-size", type=int, default=16, env_var="LOADTEST_BATCH_SIZE",
                        help="digits per /classify_batch request (a page of a form, say)")
@@ -69,8 +71,7 @@ def on_init(environment, **kwargs) -> None:
     global PAYLOADS
     if isinstance(environment.runner, MasterRunner):
         return  # the master sends no requests
-    options = environment.parsed_options
-    PAYLOADS = load_payloads(batch_size=options.batch_size if options else 16)
+    PAYLOADS = load_payloads(batch_size=environment.parsed_options.batch_size)
     logger.info("Loaded %d uploads, %d batches and %d bad inputs", len(PAYLOADS.uploads),
                 len(PAYLOADS.batches), len(PAYLOADS.bad))
 
@@ -107,8 +108,8 @@ class DigitUser(FastHttpUser):
     """Someone, or some system, sending digits to classify."""
 
     def wait_time(self) -> float:
-        think_s = self.environment.parsed_options.think_ms / 1000 if self.environment.parsed_options else 0.0
-        return random.uniform(0.0, 2.0 * think_s)
+        think_s = self.environment.parsed_options.think_ms / 1000
+        return random.uniform(0.0, 2.0 * think_s)  # mean think_s
 
     def _post(self, path: str, body, name: str):
         return self.client.post(path, data=body.data, headers={"Content-Type": body.content_type},

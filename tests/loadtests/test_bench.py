@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -129,3 +130,14 @@ def test_a_very_short_bench_writes_both_reports(trained, tmp_path):
     assert report["ratios"]["service_vs_naive"] is None  # no c=64 run, so no ratio
     assert report["ratios"]["batch_vs_model_limit"] > 0
     assert "| service |" in (tmp_path / "bench.md").read_text()
+
+
+def test_the_sampler_measures_a_busy_child_and_keeps_its_cpu_after_it_exits():
+    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.0\nwhile time.time() < end: pass"])
+    sampler = bench.TreeSampler(child.pid, interval=0.05)
+    child.wait()
+    time.sleep(0.3)  # samples after the exit must not lose what it used
+    sampler.stop()
+    assert 0.5 < sampler.cpu_between(sampler.times[0], sampler.times[-1]) < 1.5
+    assert sampler.cpu == sorted(sampler.cpu)
+    assert sampler.peak_rss_mb() > 1
