@@ -293,3 +293,36 @@ def test_the_model_stage_fails_when_it_can_neither_import_nor_train(tmp_path):
                             cwd=stack.REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "training one" in result.stdout
+
+
+# Installed in the virtual environment but not in the loadtest image (deploy/Dockerfile's `loadtest` stage).
+NOT_IN_LOADTEST_IMAGE = ("tensorflow", "keras", "bentoml", "scipy", "sklearn", "pandas", "matplotlib", "joblib",
+                         "service", "tests")
+IMPORT_BLOCKER = """
+import importlib.abc, sys
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError(f"{{name}} is not in the loadtest image")
+sys.meta_path.insert(0, Blocker())
+import loadtests.locustfile
+from loadtests.payloads import load_payloads
+payloads = load_payloads(batch_size=2, batch_count=2, kinds=("png",))
+print(len(payloads.uploads), "uploads")
+"""
+
+
+@pytest.mark.slow
+def test_the_loadtest_image_has_everything_the_locustfile_imports(tmp_path):
+    """Only what the loadtest stage copies and installs: the locustfile imports and builds its payloads."""
+    for keyword, arguments in stack.dockerfile_stages()["loadtest"]:
+        if keyword == "COPY":
+            source, _destination = arguments.split()
+            shutil.copytree(stack.REPO_ROOT / source, tmp_path / source,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+    script = IMPORT_BLOCKER.format(blocked=NOT_IN_LOADTEST_IMAGE)
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path), "HOME": str(tmp_path)},
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1000 uploads" in result.stdout
