@@ -126,9 +126,11 @@ class GuardMiddleware:
                 f"(got Content-Type {media_type or 'none'}); URLs are not fetched."
             )
         if content_length is not None and content_length.isdigit() and int(content_length) > self.body_limit(path):
-            return errors.UploadTooLarge(
-                f"The request has {int(content_length):,} bytes; the limit is {self.body_limit(path):,}."
-            )
+            if path == "/classify_batch":
+                return errors.UploadTooLarge(f"The request has {int(content_length):,} bytes; the limit for a batch "
+                                             f"is {self.settings.max_request_bytes:,} (DIGITSERVE_MAX_REQUEST_BYTES).")
+            return errors.UploadTooLarge(f"The image file is about {int(content_length):,} bytes; the limit is "
+                                         f"{self.settings.max_upload_bytes:,} (DIGITSERVE_MAX_UPLOAD_BYTES).")
         return None
 
     @staticmethod

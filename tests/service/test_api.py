@@ -294,6 +294,8 @@ def test_openapi_has_an_example_for_each_endpoint(client):
         operation = spec["paths"][path]["post"]
         assert operation.get("description"), f"{path} has no description"
     assert "examples" in json.dumps(spec["components"]), "the response models carry no examples"
+    assert "(./ui)" in spec["info"]["description"], "the Swagger UI does not link to the page"
+    assert "shields.io" not in spec["info"]["description"]  # nothing fetched from the internet
 
 
 def test_domain_metrics_after_traffic(client, subset_data):
