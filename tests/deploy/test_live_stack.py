@@ -31,8 +31,6 @@ CONCURRENT_CLIENTS = 8  # enough concurrency for adaptive batching to merge requ
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow, pytest.mark.server]
 
 
-# --- a live Prometheus on a live service -----------------------------------------------------------------
-
 def rewritten_config(directory: Path, server_port: int) -> Path:
     """deploy/prometheus copied into ``directory`` with only the classifier's address changed."""
     shutil.copytree(stack.PROMETHEUS_DIR, directory)
