@@ -1,7 +1,7 @@
 """``make bench``: the service beside what a user would otherwise run, in one run, on one machine.
 
-    python -m loadtests.bench                                # about 4 minutes with the defaults
-    BENCH_SECONDS=5 python -m loadtests.bench                # about 2 minutes
+    python -m loadtests.bench                                # about 2.5 minutes with the defaults (10 s a run)
+    BENCH_SECONDS=5 python -m loadtests.bench                # about 1.5 minutes
 
 It measures, in order:
 
