@@ -12,11 +12,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DIGITSERVE_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="DIGITSERVE_", env_ignore_empty=True, frozen=True)  # VAR= means default
 
     model_tag: str = Field("mnist_cnn:latest", description="the BentoML store tag of the model to serve")
     workers: int | None = Field(None, ge=1, description="worker processes; default one per GPU, else 1 on CPU")
     threads: int = Field(1, ge=1, description="TensorFlow intra-op threads per worker on the CPU")
+    access_log: bool = Field(True, description="log one line per request (BentoML's access log)")
+    tracing: bool = Field(False, description="OpenTelemetry spans per request; for when BentoML exports them")
 
     # Adaptive batching: concurrent /classify requests are merged into one model call.
     max_batch_size: int = Field(64, ge=2, description="most images in one merged model call")

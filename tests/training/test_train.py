@@ -66,13 +66,33 @@ def test_missing_model_says_to_run_make_train():
         registry.get_stored("mnist_cnn:doesnotexist")
 
 
-def test_corrupt_model_is_a_clear_error(trained, tmp_path):
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"model.keras": b"not a keras archive"}, "not a .keras archive"),
+        ({"zip": {"config.json": "{}"}}, "lacks model.weights.h5"),
+        ({"zip": {"config.json": '{"class_name": "NoSuchLayer"}', "model.weights.h5": "x"}}, "could not be loaded"),
+    ],
+)
+def test_damaged_model_is_a_clear_error(trained, content, message):
+    import io
+    import zipfile
+
     import bentoml
 
     from training import registry
 
+    if "zip" in content:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for name, text in content["zip"].items():
+                archive.writestr(name, text)
+        content = {"model.keras": buffer.getvalue()}
     with bentoml.models.create(registry.MODEL_NAME, metadata={}) as broken:
-        open(broken.path_of(registry.MODEL_FILE), "wb").write(b"not a keras archive")
-    with pytest.raises(registry.ModelLoadError, match="could not be loaded"):
-        registry.load_model(registry.get_stored(str(broken.tag)))
-    bentoml.models.delete(str(broken.tag))
+        open(broken.path_of(registry.MODEL_FILE), "wb").write(content["model.keras"])
+    try:
+        with pytest.raises(registry.ModelLoadError, match=message) as error:
+            registry.load_model(registry.get_stored(str(broken.tag)))
+        assert "make train" in str(error.value)
+    finally:
+        bentoml.models.delete(str(broken.tag))
