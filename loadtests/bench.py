@@ -286,11 +286,11 @@ def measure_server(name: str, start: Callable[[], ServerProcess], config: BenchC
 
 
 def service_workers() -> int:
-    """The service's worker count, as the service computes it (one per GPU, else DIGITSERVE_WORKERS or 1)."""
-    from service.device import count_gpus
+    """The service's worker count, computed by the service's own rule."""
+    from service.device import worker_count
     from service.settings import get_settings
 
-    return get_settings().workers or max(count_gpus(), 1)
+    return worker_count(get_settings().workers)
 
 
 def measure_model_limit(config: BenchConfig) -> dict:

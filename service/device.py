@@ -29,6 +29,29 @@ def count_gpus() -> int:
     return min(count, len(visible.split(","))) if visible else count
 
 
+MAX_CPU_WORKERS = 4  # each worker holds its own TensorFlow and model copy: about 850 MB of memory
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers' cpusets narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def worker_count(configured: int | None) -> int:
+    """Worker processes to start: ``configured`` if set, else one per GPU, else one per core up to 4.
+
+    On the CPU one worker per core lets the Python half of each request (HTTP, multipart, decoding)
+    run on every core; each worker's TensorFlow then uses DIGITSERVE_THREADS (default 1) threads.
+    """
+    if configured:
+        return configured
+    gpus = count_gpus()
+    return gpus if gpus else min(usable_cpus(), MAX_CPU_WORKERS)
+
+
 def configure_tensorflow(worker_index: int, cpu_threads: int) -> str:
     """Pin this worker to one GPU (worker i takes GPU i mod n) or to ``cpu_threads`` CPU threads.
 

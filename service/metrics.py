@@ -26,8 +26,20 @@ METRIC_NAMES = {
 }
 
 
+_instance: DomainMetrics | None = None
+
+
+def domain_metrics() -> DomainMetrics:
+    """This process's metrics, created on first use: inside the worker, after BentoML set up multiprocess
+    mode. Created once, since prometheus_client refuses to register a metric name twice."""
+    global _instance
+    if _instance is None:
+        _instance = DomainMetrics()
+    return _instance
+
+
 class DomainMetrics:
-    """The metrics one worker records; create it inside the worker (in the service's ``__init__``)."""
+    """The metrics one worker records; get it with ``domain_metrics()``."""
 
     def __init__(self) -> None:
         from prometheus_client import Counter, Gauge, Histogram

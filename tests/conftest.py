@@ -49,3 +49,15 @@ def trained(tmp_path_factory, bentoml_home):
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(os.environ["BENTOML_HOME"], ignore_errors=True)
     shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def service_client(trained):
+    """The service in process (``DigitClassifier.to_asgi()`` with its real lifespan), once per session:
+    BentoML registers its request metrics globally, so a second app in one process would clash."""
+    from starlette.testclient import TestClient
+
+    from service.service import DigitClassifier
+
+    with TestClient(DigitClassifier.to_asgi()) as client:
+        yield client

@@ -101,6 +101,7 @@ def train(config: TrainConfig, reports_dir: Path = Path("reports"), register: bo
 
     # Train.
     history = model.fit(fit_data, epochs=config.epochs, validation_data=validation,
+                        shuffle=False,  # the tf.data pipeline shuffles, with the seed
                         verbose=1 if sys.stdout.isatty() else 2)
     fit_seconds = time.perf_counter() - started
 

@@ -131,7 +131,8 @@ def test_env_example_lists_every_service_setting_with_its_default():
     assert set(listed) == set(SETTINGS_VARIABLES)
     for name, value in listed.items():
         default = SETTINGS_VARIABLES[name].default
-        assert value == ("" if default is None else str(default)), name
+        expected = "" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+        assert value == expected, name
 
 
 def test_env_example_is_a_no_op_when_copied_and_valid_when_uncommented():

@@ -394,6 +394,9 @@ def test_dropping_or_pasting_an_image_classifies_it(visit, subset_data, infer, g
 
 def test_the_controls_are_labelled_and_work_from_the_keyboard(visit, subset_data, infer):
     page = visit.page
+    # Playwright turns on file-chooser interception without waiting for the browser to confirm; a listener
+    # registered now has it on long before Space is pressed below (otherwise about 1 run in 12 timed out).
+    page.on("filechooser", lambda chooser: None)
     # Tab order reaches every control, each with an accessible name.
     focused = []
     for _ in range(6):
@@ -408,7 +411,7 @@ def test_the_controls_are_labelled_and_work_from_the_keyboard(visit, subset_data
     page.locator("#file").focus()
     _, jpeg = realistic_upload(subset_data, infer)
     with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Space")
+        page.locator("#file").press("Space")
     chooser.value.set_files(files=[{"name": "digit.jpg", "mimeType": "image/jpeg", "buffer": jpeg}])
     wait_for_answer(page)
     assert_answer(page, UPLOADED_LABEL)

@@ -20,14 +20,9 @@ from tests.uploads import encode
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def client(trained):
-    from starlette.testclient import TestClient
-
-    from service.service import DigitClassifier
-
-    with TestClient(DigitClassifier.to_asgi()) as test_client:
-        yield test_client
+@pytest.fixture
+def client(service_client):
+    return service_client
 
 
 def upload(data: bytes, name: str = "digit.png", content_type: str = "image/png") -> dict:

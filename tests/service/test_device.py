@@ -41,6 +41,19 @@ def test_no_driver_means_cpu(monkeypatch):
     assert device.count_gpus() == 0
 
 
+def test_worker_count_is_one_per_gpu(fake_nvml):
+    assert device.worker_count(None) == 4
+    assert device.worker_count(2) == 2  # DIGITSERVE_WORKERS wins
+
+
+def test_worker_count_on_the_cpu_is_one_per_core_up_to_four(monkeypatch):
+    monkeypatch.setattr(device, "count_gpus", lambda: 0)
+    monkeypatch.setattr(device, "usable_cpus", lambda: 2)
+    assert device.worker_count(None) == 2
+    monkeypatch.setattr(device, "usable_cpus", lambda: 64)
+    assert device.worker_count(None) == device.MAX_CPU_WORKERS == 4
+
+
 @pytest.mark.slow
 def test_gpu_check_reports_the_cpu_and_fails_without_a_gpu(trained):
     result = subprocess.run([sys.executable, "-m", "service.gpu_check", "--seconds", "0.5", "--batch-size", "64"],

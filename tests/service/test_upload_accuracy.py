@@ -36,20 +36,16 @@ def naive_prediction(model, data: bytes) -> int:
     return int(model(x, training=False).numpy().argmax())
 
 
-def test_uploads_through_the_service_stay_close_to_clean_accuracy(trained, uploads):
-    from starlette.testclient import TestClient
-
-    from service.service import DigitClassifier
-
+def test_uploads_through_the_service_stay_close_to_clean_accuracy(trained, service_client, uploads):
     files, digits, labels = uploads
-    with TestClient(DigitClassifier.to_asgi()) as client:
-        def accuracy(payloads: list[bytes]) -> float:
-            answers = [client.post("/classify", files={"image": ("u.jpg", p, "image/jpeg")}) for p in payloads]
-            assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200][:3]
-            return float(np.mean([a.json()["digit"] == label for a, label in zip(answers, labels)]))
 
-        clean = accuracy([encode(digit, "PNG") for digit in digits])
-        as_uploaded = accuracy(files)
+    def accuracy(payloads: list[bytes]) -> float:
+        answers = [service_client.post("/classify", files={"image": ("u.jpg", p, "image/jpeg")}) for p in payloads]
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200][:3]
+        return float(np.mean([a.json()["digit"] == label for a, label in zip(answers, labels)]))
+
+    clean = accuracy([encode(digit, "PNG") for digit in digits])
+    as_uploaded = accuracy(files)
     naive = float(np.mean([naive_prediction(trained.model, data) == label for data, label in zip(files, labels)]))
 
     print(f"clean {clean:.3f}, uploads through the service {as_uploaded:.3f}, naive resize {naive:.3f}")
