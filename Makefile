@@ -11,7 +11,7 @@ PORT ?= 3000
 HOST ?= http://127.0.0.1:$(PORT)
 TRAIN_ARGS ?=
 
-.PHONY: install system-deps data train train-best reference serve test test-fast bento bench loadtest loadtest-ui gpu-check clean
+.PHONY: install system-deps data train train-best reference serve test test-fast bento image bench loadtest loadtest-ui gpu-check clean
 
 install: $(STAMP)  ## create .venv and install the project (editable, with the dev extra); idempotent
 
@@ -53,6 +53,9 @@ test-fast: install  ## tests that need no trained model and no server
 bento: install  ## build a Bento with the service and the registered model
 	@$(PY) -m training.registry --check || $(MAKE) --no-print-directory train
 	$(VENV)/bin/bentoml build
+
+image:  ## the classifier's Docker image, where a Docker engine runs (see "Deploy with Docker Compose")
+	docker compose build classifier
 
 bench: install  ## the side-by-side benchmark; writes reports/bench.{json,md}
 	@$(PY) -m training.registry --check || $(MAKE) --no-print-directory train
