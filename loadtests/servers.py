@@ -170,13 +170,7 @@ def start_service(port: int | None = None, env: Mapping[str, str] | None = None,
     """Start ``bentoml serve`` for the digit classifier on 127.0.0.1 and wait until ``/readyz`` answers 200."""
     port = port or free_port()
     command = [venv_script("bentoml"), "serve", service, "--host", "127.0.0.1", "--port", str(port)]
-    server = ServerProcess(command, port, env=env, name="bentoml-serve")
-    try:
-        server.wait_ready(timeout)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return _ready(ServerProcess(command, port, env=env, name="bentoml-serve"), timeout)
 
 
 def start_uvicorn(app: str, port: int | None = None, workers: int = 1, env: Mapping[str, str] | None = None,
@@ -185,7 +179,11 @@ def start_uvicorn(app: str, port: int | None = None, workers: int = 1, env: Mapp
     port = port or free_port()
     command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
-    server = ServerProcess(command, port, env=env, name=app.rsplit(".", 1)[-1].split(":")[0])
+    return _ready(ServerProcess(command, port, env=env, name=app.rsplit(".", 1)[-1].split(":")[0]), timeout)
+
+
+def _ready(server: ServerProcess, timeout: float) -> ServerProcess:
+    """Wait for ``server`` to answer ready; stop it if it does not (or the wait is interrupted)."""
     try:
         server.wait_ready(timeout)
     except BaseException:

@@ -25,12 +25,13 @@ import bentoml
 from bentoml.validators import DType, Shape
 from pydantic import BaseModel, Field
 
-from service.device import count_gpus, worker_count
+from service.device import configure_tensorflow, count_gpus, worker_count
+from service.metrics import domain_metrics
 from service.security import GuardMiddleware, install_safe_multipart
 from service.settings import get_settings
 from service.upload import Upload
 from service.web import web_app
-from training.registry import ModelLoadError, ModelNotRegistered, verify_archive
+from training.registry import ModelLoadError, ModelNotRegistered, load_model, verify_archive
 
 with bentoml.importing():
     import anyio
@@ -127,13 +128,8 @@ class DigitClassifier:
     bento_model = _check_model_is_registered()
 
     def __init__(self) -> None:
-        from service.device import configure_tensorflow
-        from service.metrics import domain_metrics
-        from training.registry import load_model
+        from models.cnn import make_inference_fn  # imports TensorFlow: only in the worker
 
-        from models.cnn import make_inference_fn
-
-        self.settings = settings
         self.device = configure_tensorflow(bentoml.server_context.worker_index or 1, settings.threads)
         stored = self.bento_model
         self.tag = str(stored.tag)
