@@ -39,7 +39,6 @@ def test_serve_classifies_real_digits_and_stops_cleanly(trained, subset_data):
             assert [item["digit"] for item in batch.json()] == [a.json()["digit"] for a in answers[:10]]
             assert client.get("/model").json()["tag"] == trained.tag
             metrics = client.get("/metrics").text
-            assert "digitserve_predictions_total" in metrics and "bentoml_service_request_total" in metrics
     finally:
         started = time.perf_counter()
         code = server.stop()
@@ -47,6 +46,60 @@ def test_serve_classifies_real_digits_and_stops_cleanly(trained, subset_data):
     assert code == 0, server.log_tail()
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.url + "/livez", timeout=2)
+
+    # Every worker's predictions are counted (Prometheus multiprocess mode): 50 singles + 10 in the batch.
+    assert server_workers() >= 2, "this test should run the service with several workers"
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                  if line.startswith("digitserve_predictions_total{"))
+    assert counted == 60
+    assert "bentoml_service_request_total" in metrics
+    lint = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def server_workers() -> int:
+    from service.device import worker_count
+    from service.settings import get_settings
+
+    return worker_count(get_settings().workers)
+
+
+def test_bad_inputs_neither_crash_nor_leak(trained, subset_data):
+    """A thousand client mistakes: every one a 4xx, the workers stay up, and their memory stays flat."""
+    import psutil
+
+    good = encode(subset_data.x_test[0], "PNG")
+    bad = [
+        {"files": {"image": ("x.png", b"")}},
+        {"files": {"image": ("x.png", b"not an image at all " * 50)}},
+        {"files": {"image": ("x.png", good[: len(good) // 2])}},
+        {"files": {"image": ("x.png", encode(np.full((300, 300), 255, np.uint8), "PNG"))}},
+        {"files": {"image": (None, "http://127.0.0.1:9/x.png")}},
+        {"content": b"\x80\x04K\x01.", "headers": {"Content-Type": "application/vnd.bentoml+pickle"}},
+        {"json": {"image": "http://127.0.0.1:9/x.png"}},
+    ]
+    with start_server(timeout=90) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        workers = [p for p in psutil.Process(server.pid).children(recursive=True) if "worker" in " ".join(p.cmdline())]
+        assert len(workers) == server_workers()
+
+        def rss_mb() -> float:
+            return sum(worker.memory_info().rss for worker in workers) / 2**20
+
+        def send_bad_round() -> None:
+            for request in bad:
+                response = client.post("/classify", **request)
+                assert 400 <= response.status_code < 500, response.text
+
+        for _ in range(20):  # warm-up: allocator pools, caches
+            send_bad_round()
+        before = rss_mb()
+        for _ in range(150):  # 1,050 bad requests
+            send_bad_round()
+        after = rss_mb()
+        assert client.post("/classify", files={"image": ("d.png", good)}).status_code == 200
+        assert all(worker.is_running() for worker in workers)
+    print(f"worker RSS {before:.0f} MB -> {after:.0f} MB over 1,050 bad requests")
+    assert after - before < 30, f"workers grew from {before:.0f} MB to {after:.0f} MB over 1,050 bad requests"
 
 
 def serve_until_exit(env: dict, timeout: float = 90) -> tuple[int, str, float]:
