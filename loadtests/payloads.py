@@ -60,7 +60,7 @@ class BadInput:
     name: str
     body: Body
     status: int
-    reason: str | None  # None: the service's framework answers, and only the status is checked
+    reason: str | None  # None: only the status (and the sentence) is checked
     message_contains: str | None = None
 
 
@@ -150,7 +150,7 @@ def bad_inputs() -> list[BadInput]:
                  415, "pickle_not_allowed"),
         # A URL as a text value in the file field: refused (400), never fetched. Port 9 is "discard".
         BadInput("url_field", multipart([("image", None, None, b"http://127.0.0.1:9/digit.png")]),
-                 400, None, "never fetched"),
+                 400, "url_not_allowed", "never fetched"),
     ]
 
 
