@@ -76,8 +76,8 @@ class MnistData:
 
 
 def default_data_dir() -> Path:
-    """Where downloaded data is cached: ``$DIGITSERVE_DATA_DIR``, else ``data/`` in the working directory."""
-    return Path(os.environ.get("DIGITSERVE_DATA_DIR", "data")).resolve()
+    """Where downloaded data is cached: ``$MNIST_DATA_DIR``, else ``data/`` in the working directory."""
+    return Path(os.environ.get("MNIST_DATA_DIR", "data")).resolve()
 
 
 # --- checks shared by every source -------------------------------------------------------------
