@@ -47,6 +47,10 @@ with bentoml.importing():
 
 logger = logging.getLogger(__name__)
 settings = get_settings()
+# BentoML's workers log at WARNING below its own "bentoml" logger; this module is the workers' entry point,
+# so it lets this project's INFO lines (the device in use, the model served) through to BentoML's handlers.
+for package in ("service", "training", "models"):
+    logging.getLogger(package).setLevel(logging.INFO)
 
 # Uploads smaller than this are decoded on the event loop: a thread hop costs more than the decode.
 INLINE_DECODE_BYTES = 32 * 1024

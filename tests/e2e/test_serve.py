@@ -26,6 +26,7 @@ def test_serve_classifies_real_digits_and_stops_cleanly(trained, subset_data):
     server = start_server(timeout=90)
     try:
         assert server.ready_seconds < 60
+        assert f"Serving {trained.tag} on CPU (worker 1)" in server.log_tail(100_000)  # the startup log names the device
         with httpx.Client(base_url=server.url, timeout=30) as client:
             assert client.get("/livez").status_code == 200
             indices = np.arange(0, len(subset_data.y_test), 20)  # 50 digits, 5 of each
