@@ -35,12 +35,8 @@ MULTIPART_FRAMING_BYTES = 64 * 1024  # headers and boundaries around one file
 REASON_KEY = "digitserve.reject_reason"  # set in the request's ASGI scope by the multipart parser
 
 
-def _json_body(error: errors.InputError) -> bytes:
-    return json.dumps({"error": error.message, "reason": error.reason}).encode()
-
-
 async def send_error(send: Send, error: errors.InputError) -> None:
-    body = _json_body(error)
+    body = json.dumps(error.to_dict()).encode()
     await send({"type": "http.response.start", "status": error.status_code,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -71,7 +71,7 @@ class Classification(BaseModel):
 
 
 def error_response(error: errors.InputError) -> JSONResponse:
-    return JSONResponse({"error": error.message, "reason": error.reason}, status_code=error.status_code)
+    return JSONResponse(error.to_dict(), status_code=error.status_code)
 
 
 SERVICE_DESCRIPTION = """Classifies a handwritten digit in an uploaded image with the CNN from *Deep Learning for
