@@ -1,22 +1,35 @@
-"""The client errors the service answers with a 4xx: each carries an HTTP status and a short reason.
+"""Every answer that is not a success: an HTTP status, a short reason and a sentence.
 
 ``reason`` is a machine-readable label from a fixed set (``REJECT_REASONS``), safe to use as a
-Prometheus label; the message is a sentence for the person who sent the request.
-Every class is a ValueError, so code that only knows "bad input" can still catch them.
+Prometheus label; the message is a sentence for the person who sent the request. Every answer the
+service gives that is not a 2xx has the body ``{"error": sentence, "reason": label}``.
+
+``InputError`` and its subclasses are the client's mistakes (4xx); each is a ValueError, so code that only
+knows "bad input" can still catch them. ``Overloaded`` and ``RequestTimeout`` are the server's (5xx).
 """
 
 from __future__ import annotations
 
 
-class InputError(ValueError):
-    """A request the client must change before it can succeed."""
+class ServiceError(Exception):
+    """An answer other than success, with its HTTP status, reason label and sentence."""
 
-    status_code: int = 400
-    reason: str = "invalid_input"
+    status_code: int = 500
+    reason: str = "internal"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def add_context(self, prefix: str) -> ServiceError:
+        """Put ``prefix`` before the sentence (such as which image of a batch it is about); returns self."""
+        self.message = f"{prefix}{self.message}"
+        self.args = (self.message,)
+        return self
 
     def to_dict(self) -> dict[str, str]:
         """The JSON error body: the sentence and the reason label."""
@@ -26,11 +39,25 @@ class InputError(ValueError):
         return f"{type(self).__name__}({self.status_code}, {self.reason!r}, {self.message!r})"
 
 
-class InvalidInput(InputError):
-    """A request field is missing, or has the wrong type or shape."""
+class InputError(ServiceError, ValueError):
+    """A request the client must change before it can succeed."""
 
     status_code = 400
     reason = "invalid_input"
+
+
+class InvalidInput(InputError):
+    """A request field is missing, or has the wrong type, shape or values."""
+
+    status_code = 400
+    reason = "invalid_input"
+
+
+class InvalidJson(InputError):
+    """A body that should be JSON and is not."""
+
+    status_code = 400
+    reason = "invalid_json"
 
 
 class EmptyUpload(InputError):
@@ -40,18 +67,61 @@ class EmptyUpload(InputError):
     reason = "empty"
 
 
+class NotFound(InputError):
+    """No such route, model or model version."""
+
+    status_code = 404
+    reason = "not_found"
+
+
+class MethodNotAllowed(InputError):
+    """The route exists, but not for this HTTP method."""
+
+    status_code = 405
+    reason = "method_not_allowed"
+
+    def __init__(self, message: str, allowed: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allowed)} if self.allowed else {}
+
+
+class BodyTimeout(InputError):
+    """The request body stopped arriving: fewer bytes came than its Content-Length announced."""
+
+    status_code = 408
+    reason = "body_timeout"
+
+
+class UploadTooLarge(InputError):
+    """The upload, or the whole request body, has more bytes than the service accepts."""
+
+    status_code = 413
+    reason = "too_large"
+
+
+class BatchTooLarge(InputError):
+    """A request with more images than the service accepts in one call."""
+
+    status_code = 413
+    reason = "batch_too_large"
+
+
 class NotMultipart(InputError):
-    """An upload route called with a body that is not multipart/form-data (JSON, a raw body, a form)."""
+    """An upload route called with a body that is not multipart/form-data (JSON, a raw body, a URL, ...)."""
 
     status_code = 415
     reason = "not_multipart"
 
 
-class UploadTooLarge(InputError):
-    """The upload has more bytes than the service accepts."""
+class UnsupportedMediaType(InputError):
+    """A route called with a Content-Type it does not take (for example a form where JSON is expected)."""
 
-    status_code = 413
-    reason = "too_large"
+    status_code = 415
+    reason = "unsupported_media_type"
 
 
 class UnsupportedFormat(InputError):
@@ -76,7 +146,8 @@ class TruncatedImage(InputError):
 
 
 class TooManyPixels(InputError):
-    """An image whose header declares more pixels than the service decodes (decompression bombs included).
+    """An image, or a request's images together, declaring more pixels than the service decodes
+    (decompression bombs included).
 
     422 rather than 413: the bytes were within the size limit; what they describe is not processable.
     """
@@ -92,13 +163,6 @@ class NoInk(InputError):
     reason = "no_ink"
 
 
-class BatchTooLarge(InputError):
-    """A batch request with more items than the service accepts in one call."""
-
-    status_code = 413
-    reason = "batch_too_large"
-
-
 class ForbiddenInput(InputError):
     """An input kind the service refuses on principle, whatever its content."""
 
@@ -107,7 +171,7 @@ class ForbiddenInput(InputError):
 
 
 class UrlNotAllowed(ForbiddenInput):
-    """A URL where image bytes were expected: the service never fetches anything on a client's behalf."""
+    """A URL (or any text) where image bytes were expected: the service never fetches anything."""
 
     status_code = 400
     reason = "url_not_allowed"
@@ -120,28 +184,58 @@ class PickleNotAllowed(ForbiddenInput):
     reason = "pickle_not_allowed"
 
 
-class NotMultipart(InputError):
-    """An upload endpoint called with a body that is not multipart/form-data (a JSON URL, raw bytes, ...)."""
+class Overloaded(ServiceError):
+    """More requests in progress than the worker admits: come back shortly (``Retry-After``)."""
 
-    status_code = 415
-    reason = "not_multipart"
+    status_code = 503
+    reason = "overloaded"
+    retry_after_s = 1
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class NotReady(ServiceError):
+    """The worker is starting, or draining before it stops."""
+
+    status_code = 503
+    reason = "not_ready"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class RequestTimeout(ServiceError):
+    """The service could not answer within DIGITSERVE_REQUEST_TIMEOUT_S."""
+
+    status_code = 504
+    reason = "timeout"
 
 
 # Every error class, once; their reasons are the labels the service's reject metric may carry.
-ERROR_CLASSES: tuple[type[InputError], ...] = (
+ERROR_CLASSES: tuple[type[ServiceError], ...] = (
     InvalidInput,
+    InvalidJson,
     EmptyUpload,
-    NotMultipart,
+    NotFound,
+    MethodNotAllowed,
+    BodyTimeout,
     UploadTooLarge,
+    BatchTooLarge,
+    NotMultipart,
+    UnsupportedMediaType,
     UnsupportedFormat,
     NotAnImage,
     TruncatedImage,
     TooManyPixels,
     NoInk,
-    BatchTooLarge,
     ForbiddenInput,
     UrlNotAllowed,
     PickleNotAllowed,
-    NotMultipart,
+    Overloaded,
+    NotReady,
+    RequestTimeout,
 )
-REJECT_REASONS: tuple[str, ...] = tuple(dict.fromkeys(error.reason for error in ERROR_CLASSES))
+REJECT_REASONS: tuple[str, ...] = tuple(error.reason for error in ERROR_CLASSES)

@@ -97,16 +97,11 @@ _PCX_VERSIONS = (b"\x00", b"\x02", b"\x03", b"\x04", b"\x05")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-def decode_image(
-    data: bytes, *, max_bytes: int, max_pixels: int, reduce_to: int | None = None
-) -> Image.Image:
-    """Check and decode uploaded bytes into a grayscale ("L") PIL image, raising an InputError if it can't.
+def open_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Checks 1 to 4 on uploaded bytes: a PIL image whose header is read and checked, pixels not yet decoded.
 
-    Colour is converted to luminance; transparent pixels are composited onto white, so a transparent
-    drawing becomes dark ink on light paper; 16-bit and float pixels are scaled, not clipped; the EXIF
-    orientation is applied. With ``reduce_to``, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg
-    scales while it decodes: about 30% less time for a 12-megapixel photo) as long as its longer side
-    stays at least ``reduce_to`` pixels; other formats always decode at full size.
+    Cheap whatever the declared size, so callers can decide from ``image.size`` where (and whether) to
+    decode it.
     """
     if max_bytes < 1 or max_pixels < 1:
         raise ValueError(f"max_bytes and max_pixels must be positive, got {max_bytes} and {max_pixels}.")
@@ -131,7 +126,19 @@ def decode_image(
         raise TooManyPixels(
             f"The image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,} pixels."
         )
+    return image
 
+
+def load_grayscale(image: Image.Image, *, reduce_to: int | None = None) -> Image.Image:
+    """Checks 5 and 6: decode an image from ``open_image`` into grayscale ("L").
+
+    Colour is converted to luminance; transparent pixels are composited onto white, so a transparent
+    drawing becomes dark ink on light paper; 16-bit and float pixels are scaled, not clipped; the EXIF
+    orientation is applied. With ``reduce_to``, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg
+    scales while it decodes: about 30% less time for a 12-megapixel photo) as long as its longer side
+    stays at least ``reduce_to`` pixels; other formats always decode at full size.
+    """
+    width, height = image.size
     try:
         # libjpeg can decode a colour JPEG straight to luminance, and at a reduced scale; other formats
         # ignore draft(). Asking for (reduce_to, 1) bounds only the longer side.
@@ -152,17 +159,34 @@ def decode_image(
     except Exception:  # a damaged EXIF block should not cost the user their answer
         logger.info("Ignoring an unreadable EXIF orientation in a %s upload.", image.format, exc_info=True)
 
-    return _to_grayscale(image)
+    try:
+        return _to_grayscale(image)
+    except (InputError, MemoryError):
+        raise
+    except Exception as error:  # a conversion that fails on decoded pixels: damaged data (a broken palette, ...)
+        raise TruncatedImage(f"The {image.format} image could not be converted to grey: its data is damaged.") from error
+
+
+def decode_image(
+    data: bytes, *, max_bytes: int, max_pixels: int, reduce_to: int | None = None
+) -> Image.Image:
+    """Check and decode uploaded bytes into a grayscale ("L") PIL image, raising an InputError if it can't."""
+    return load_grayscale(open_image(data, max_bytes=max_bytes, max_pixels=max_pixels), reduce_to=reduce_to)
+
+
+def normalise_image(image: Image.Image) -> np.ndarray:
+    """Decode an image from ``open_image`` into the MNIST-style uint8 (28, 28) digit the model classifies."""
+    # normalize_digit box-averages down to WORKING_SIZE anyway: let libjpeg do most of that for free.
+    gray = load_grayscale(image, reduce_to=WORKING_SIZE)
+    try:
+        return normalize_digit(np.asarray(gray))
+    except NoInkError as error:
+        raise NoInk(str(error)) from error
 
 
 def preprocess_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
     """Turn uploaded bytes into the MNIST-style uint8 (28, 28) digit the model classifies."""
-    # normalize_digit box-averages down to WORKING_SIZE anyway: let libjpeg do most of that for free.
-    image = decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, reduce_to=WORKING_SIZE)
-    try:
-        return normalize_digit(np.asarray(image))
-    except NoInkError as error:
-        raise NoInk(str(error)) from error
+    return normalise_image(open_image(data, max_bytes=max_bytes, max_pixels=max_pixels))
 
 
 def _unreadable(data: bytes) -> InputError:

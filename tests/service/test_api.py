@@ -214,10 +214,11 @@ def test_batch_answers_in_order(client, subset_data):
 
 
 def test_batch_over_the_limit_is_refused(client, subset_data, monkeypatch):
-    import service.service as module
+    import bentoml
+
     from service.settings import Settings
 
-    monkeypatch.setattr(module, "settings", Settings(max_batch_images=4))
+    monkeypatch.setattr(bentoml.get_current_service().engine, "settings", Settings(max_batch_images=4))
     body = assert_rejected(client.post("/classify_batch", files=batch_files(subset_data.x_test[:5])),
                            413, "batch_too_large")
     assert "4" in body["error"]
@@ -263,7 +264,7 @@ def test_infer_takes_mnist_style_arrays(client, subset_data):
 def test_infer_rejects_wrong_shapes(client):
     assert_rejected(client.post("/infer", json={"digits": [[1, 2, 3]]}), 400, "invalid_input")
     assert_rejected(client.post("/infer", content=b"{not json", headers={"Content-Type": "application/json"}),
-                    400, "invalid_input")
+                    400, "invalid_json")
 
 
 def test_model_metadata(client, trained):
@@ -271,7 +272,9 @@ def test_model_metadata(client, trained):
     assert body["tag"] == trained.tag
     assert body["test_accuracy"] == pytest.approx(trained.metrics["test_accuracy"], abs=1e-5)
     assert body["data_source"] == "subset"
-    assert body["device"] == "CPU"
+    from service.device import count_gpus
+
+    assert body["device"].startswith("GPU:" if count_gpus() else "CPU")  # what the detection code finds here
     assert body["input_spec"]["shape"] == [28, 28, 1]
     assert body["preprocessing_version"]
     assert body["created"]

@@ -17,6 +17,8 @@ from service.errors import (
     EmptyUpload,
     InputError,
     NoInk,
+    Overloaded,
+    ServiceError,
     NotAnImage,
     TooManyPixels,
     TruncatedImage,
@@ -392,8 +394,25 @@ def test_every_error_is_a_client_error_with_a_listed_reason():
         assert issubclass(error, ValueError)
         assert 400 <= error.status_code < 500
         assert error.reason in REJECT_REASONS, f"{error.__name__}'s reason is missing from REJECT_REASONS"
-    assert set(ERROR_CLASSES) >= all_subclasses(InputError)
-    assert len(REJECT_REASONS) == len(set(REJECT_REASONS))
+
+
+def test_every_error_class_is_listed_once_with_a_reason_of_its_own():
+    """A metric label must name one kind of refusal: two classes sharing a reason would merge in the metrics."""
+    # InputError is the base every client error derives from; the service raises only its subclasses.
+    assert set(ERROR_CLASSES) == all_subclasses(ServiceError) - {InputError}, "an error class is missing from ERROR_CLASSES"
+    assert len(ERROR_CLASSES) == len(set(ERROR_CLASSES)), "an error class is listed twice"
+    owners: dict[str, list[str]] = {}
+    for error in ERROR_CLASSES:
+        owners.setdefault(error.reason, []).append(error.__name__)
+    shared = {reason: names for reason, names in owners.items() if len(names) > 1}
+    assert not shared, f"reasons shared by several classes: {shared}"
+    assert REJECT_REASONS == tuple(error.reason for error in ERROR_CLASSES)
+
+
+def test_server_side_errors_are_5xx_and_say_when_to_retry():
+    for error in all_subclasses(ServiceError) - all_subclasses(InputError) - {InputError}:
+        assert error.status_code >= 500, error
+    assert Overloaded("busy").headers == {"Retry-After": "1"}
 
 
 def test_error_body_names_the_reason():

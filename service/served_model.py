@@ -1,0 +1,47 @@
+"""One model version, loaded, compiled and warmed up: what the engine calls to classify digits."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from models.preprocessing import INPUT_SHAPE
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model version from the BentoML store, ready to answer."""
+
+    tag: str  # the exact store tag, "mnist_cnn:<version>"
+    info: Any  # bentoml's ModelInfo: metadata, labels, creation_time
+    infer: Callable[[np.ndarray], np.ndarray]  # (n, 28, 28, 1) float32 in [0, 1] -> (n, 10) probabilities
+
+    @property
+    def name(self) -> str:
+        return self.tag.split(":", 1)[0]
+
+    @property
+    def version(self) -> str:
+        return self.tag.split(":", 1)[1]
+
+    @property
+    def metadata(self) -> dict:
+        return dict(self.info.metadata)
+
+
+def load_served_model(stored) -> ServedModel:
+    """Load a ``bentoml.Model`` entry, compile its forward pass and run it once, so the first request is fast.
+
+    Raises ``training.registry.ModelLoadError`` with a sentence when the entry cannot be loaded.
+    """
+    from models.cnn import make_inference_fn  # imports TensorFlow: only where a model is served
+    from training.registry import load_model
+
+    infer = make_inference_fn(load_model(stored))
+    infer(np.zeros((1, *INPUT_SHAPE), np.float32))  # warm-up: trace and compile now
+    return ServedModel(tag=str(stored.tag), info=stored.info, infer=infer)

@@ -1,0 +1,346 @@
+"""Hostile and broken requests against a real ``bentoml serve``, over real sockets: every one is a 4xx with
+the service's error body (or a 503 ``overloaded`` when the worker is full), none a 5xx, and none holds a
+worker past its time limits.
+
+The server runs one worker with small limits, so each budget can be reached cheaply and deterministically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import time
+import zlib
+import struct
+import threading
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.server import start_server
+from tests.uploads import encode
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+
+LIMITS = {
+    "DIGITSERVE_WORKERS": "1",
+    "DIGITSERVE_MAX_CONCURRENCY": "2",
+    "DIGITSERVE_BODY_TIMEOUT_S": "1",
+    "DIGITSERVE_REQUEST_TIMEOUT_S": "5",
+    "DIGITSERVE_MAX_JSON_BYTES": "4000000",
+    "DIGITSERVE_MAX_UPLOAD_BYTES": "2000000",
+    "DIGITSERVE_MAX_REQUEST_BYTES": "8000000",
+    "DIGITSERVE_MAX_PIXELS": "30000000",
+    "DIGITSERVE_MAX_REQUEST_PIXELS": "60000000",
+    "DIGITSERVE_MAX_BATCH_IMAGES": "16",
+}
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    with start_server(env=LIMITS, timeout=90) as handle:
+        yield handle
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+def assert_error(response: httpx.Response, status: int, reason: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error", "reason"}
+    assert isinstance(body["error"], str) and len(body["error"]) > 20
+    if reason is not None:
+        assert body["reason"] == reason, body
+    return body
+
+
+# --- raw HTTP, for what a polite client library will not send ----------------------------------------
+
+
+@dataclass
+class RawAnswer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    closed: bool  # the server closed the connection after answering
+    seconds: float
+
+
+def raw_exchange(url: str, payload: bytes, *, then_wait: float = 15.0) -> RawAnswer:
+    """Send ``payload`` as is on a new connection and read one answer (and whether the server then closed).
+
+    The payload is sent from a thread while the answer is read, as a client must when the server may answer
+    (and close) before the whole body is sent.
+    """
+    parts = urlsplit(url)
+    started = time.perf_counter()
+    with socket.create_connection((parts.hostname, parts.port), timeout=then_wait) as sock:
+        def send_all() -> None:
+            try:
+                sock.sendall(payload)
+            except OSError:  # the server answered and closed before taking the whole body
+                pass
+
+        sender = threading.Thread(target=send_all, daemon=True)
+        sender.start()
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        seconds = time.perf_counter() - started
+        sock.settimeout(3)
+        try:
+            closed = sock.recv(1) == b""
+        except (TimeoutError, socket.timeout):
+            closed = False
+        except ConnectionResetError:
+            closed = True
+    return RawAnswer(status, headers, body, closed, seconds)
+
+
+def request_head(path: str, headers: dict[str, str], method: str = "POST") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: test", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+    return "\r\n".join(lines).encode("latin-1")
+
+
+def multipart(parts: list[tuple[str, str, bytes]], boundary: str = "b0undary") -> bytes:
+    body = b""
+    for name, filename, data in parts:
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n"
+                 f"Content-Type: image/png\r\n\r\n").encode() + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
+
+
+def big_blank_png(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of width x height white pixels, a few kilobytes however large it declares itself."""
+    raw = (b"\x00" + b"\xff" * ((width + 7) // 8)) * height
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+# --- multipart that Starlette's parser refuses ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("content_type,body", [
+    ("multipart/form-data", b"--x\r\n\r\n"),  # no boundary
+    ("multipart/form-data; boundary=abc", multipart([("image", "d.png", b"x")], boundary="xyz")),  # mismatched
+    ("multipart/form-data; boundary=abc", b"--abc\r\nContent-Disposition: form-data; name=\"image\"; "
+     b"filename=\"d.png\"\r\nX-Pad: " + b"a" * 20_000 + b"\r\n\r\nx\r\n--abc--\r\n"),  # oversized part header
+    ("multipart/form-data; boundary=abc", b"--abc\r\ngarbage without headers\r\n--abc--\r\n"),
+    ("multipart/form-data; boundary=abc", b""),
+], ids=["no-boundary", "mismatched-boundary", "huge-part-header", "garbage", "empty"])
+def test_broken_multipart_is_a_400(client, content_type, body):
+    assert_error(client.post("/classify", content=body, headers={"Content-Type": content_type}), 400)
+
+
+def test_more_parts_than_the_parser_takes_is_a_400(client):
+    body = multipart([("images", f"{i}.png", b"x") for i in range(1_100)])
+    response = client.post("/classify_batch", content=body,
+                           headers={"Content-Type": "multipart/form-data; boundary=b0undary"})
+    assert_error(response, 400)
+
+
+def test_a_url_or_json_where_a_file_belongs_is_refused_and_never_fetched(client):
+    assert_error(client.post("/classify", files={"image": (None, "http://127.0.0.1:9/x.png")}), 400, "url_not_allowed")
+    assert_error(client.post("/classify", json={"image": "http://127.0.0.1:9/x.png"}), 415, "not_multipart")
+
+
+# --- /infer: values and shape ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("payload", [
+    {"digits": [[[-1]]]}, {"digits": [[[256] * 28] * 28]}, {"digits": []}, {"digits": None}, None, [],
+    {"digits": [[[0.5] * 28] * 28]}, {"digits": [[0] * 28] * 5}, {"digits": [[[True] * 28] * 28]},
+    {"digits": [[["7"] * 28] * 28]}, {"digits": [[[0] * 28] * 27]}, {"digits": [[[0] * 28] * 28], "extra": 1},
+    {"digits": [[[10**30] * 28] * 28]},
+], ids=lambda payload: json.dumps(payload)[:40])
+def test_infer_refuses_anything_but_uint8_digits(client, payload):
+    assert_error(client.post("/infer", json=payload), 400)
+
+
+@pytest.mark.parametrize("text", [b"{\"digits\": [[[1e400]]]}", b"{\"digits\": [[[NaN]]]}", b"{", b"\xff\xfe", b""])
+def test_infer_refuses_bad_json(client, text):
+    assert_error(client.post("/infer", content=text, headers={"Content-Type": "application/json"}), 400)
+
+
+def test_infer_refuses_a_single_unbatched_digit(client):
+    """Shape (28, 28) instead of (n, 28, 28): 28 "digits" of one row each. Over this server's limit of 16
+    digits it is a 413, under it a 400; it is never classified."""
+    assert client.post("/infer", json={"digits": [[0] * 28] * 28}).status_code in (400, 413)
+
+
+def test_infer_takes_integral_floats_as_json_schema_does(client):
+    digit = np.zeros((28, 28), np.uint8)
+    digit[8:20, 13:15] = 255
+    response = client.post("/infer", json={"digits": [digit.astype(float).tolist()]})
+    assert response.status_code == 200, response.text
+    assert np.array(response.json()).shape == (1, 10)
+
+
+def test_too_many_digits_is_a_413(client):
+    assert_error(client.post("/infer", json={"digits": [[[0] * 28] * 28] * 17}), 413, "batch_too_large")
+
+
+def test_infer_takes_only_json(client):
+    assert_error(client.post("/infer", content=b"digits=1", headers={"Content-Type": "application/x-www-form-urlencoded"}),
+                 415, "unsupported_media_type")
+
+
+# --- byte limits, from the header and while streaming -----------------------------------------------------
+
+
+@pytest.mark.parametrize("path,content_type", [
+    ("/infer", "application/json"),
+    ("/classify", "multipart/form-data; boundary=b0undary"),
+    ("/classify_batch", "multipart/form-data; boundary=b0undary"),
+    ("/normalized", "multipart/form-data; boundary=b0undary"),
+])
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(server, path, content_type):
+    answer = raw_exchange(server.url, request_head(path, {"Content-Type": content_type,
+                                                          "Content-Length": str(229_000_000)}))
+    assert answer.status == 413
+    assert json.loads(answer.body)["reason"] == "too_large"
+
+
+@pytest.mark.parametrize("path,content_type", [
+    ("/infer", "application/json"),
+    ("/classify", "multipart/form-data; boundary=b0undary"),
+])
+def test_a_streamed_body_over_the_limit_is_cut_off(server, path, content_type):
+    """No Content-Length: the body is counted as it arrives and refused once it passes the limit."""
+    start = (b'{"digits": [' if path == "/infer" else
+             b'--b0undary\r\nContent-Disposition: form-data; name="image"; filename="d.png"\r\n\r\n')
+    chunk = b"7," * 32_768  # 64 KiB
+    chunks = [start] + [chunk] * 150  # 9.6 MB, over every limit of this server
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in chunks)
+    answer = raw_exchange(server.url, request_head(path, {"Content-Type": content_type,
+                                                          "Transfer-Encoding": "chunked"}) + chunked)
+    assert answer.status == 413
+    assert json.loads(answer.body)["reason"] == "too_large"
+    assert answer.closed
+
+
+def test_a_content_length_that_is_not_a_number_is_a_400(server):
+    answer = raw_exchange(server.url, request_head("/infer", {"Content-Type": "application/json",
+                                                              "Content-Length": "12abc"}) + b"{}")
+    assert 400 <= answer.status < 500
+
+
+def test_a_body_shorter_than_its_content_length_gets_a_408_and_the_connection_closes(server):
+    body = b'{"digits": [[[0, 0'
+    answer = raw_exchange(server.url, request_head("/infer", {"Content-Type": "application/json",
+                                                              "Content-Length": "5000"}) + body)
+    assert answer.status == 408
+    assert json.loads(answer.body)["reason"] == "body_timeout"
+    assert answer.headers["connection"] == "close" and answer.closed
+    assert answer.seconds < float(LIMITS["DIGITSERVE_REQUEST_TIMEOUT_S"])  # the body timeout, not the request's
+
+
+# --- every route, every method ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,path,status,reason", [
+    ("GET", "/no/such/route", 404, "not_found"),
+    ("POST", "/%00", 404, "not_found"),
+    ("GET", "/classify", 405, "method_not_allowed"),
+    ("DELETE", "/infer", 405, "method_not_allowed"),
+    ("POST", "/readyz", 405, "method_not_allowed"),
+    ("PUT", "/model", 405, "method_not_allowed"),
+])
+def test_unknown_routes_and_methods_have_the_error_shape(client, method, path, status, reason):
+    assert_error(client.request(method, path), status, reason)
+
+
+def test_pickle_is_refused_on_every_route(client):
+    for path in ("/classify", "/infer", "/model", "/nowhere"):
+        response = client.post(path, content=b"\x80\x04K\x01.", headers={"Content-Type": "application/vnd.bentoml+pickle"})
+        assert_error(response, 415, "pickle_not_allowed")
+
+
+# --- pixel budgets -------------------------------------------------------------------------------------
+
+
+def test_a_batch_over_the_request_pixel_budget_is_refused_before_decoding(client):
+    """Each image is within the per-image limit; together they are not (3 x 25 Mpx > 60 Mpx)."""
+    image = big_blank_png(5000, 5000)
+    assert len(image) < 200_000
+    files = [("images", (f"{i}.png", image, "image/png")) for i in range(3)]
+    body = assert_error(client.post("/classify_batch", files=files), 422, "too_many_pixels")
+    assert "60,000,000" in body["error"]
+
+
+def test_an_image_over_the_pixel_limit_is_refused(client):
+    assert_error(client.post("/classify", files={"image": ("big.png", big_blank_png(6000, 6000))}), 422, "too_many_pixels")
+
+
+# --- overload ------------------------------------------------------------------------------------------------
+
+
+def test_a_full_worker_answers_503_overloaded_at_once_and_recovers(server, client, subset_data):
+    """Two stalled uploads fill the worker's two slots (DIGITSERVE_MAX_CONCURRENCY=2); the next request is
+    refused at once with Retry-After, and once the slots are free requests are served again."""
+    parts = urlsplit(server.url)
+    stalled = []
+    try:
+        for _ in range(2):
+            sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+            sock.sendall(request_head("/classify", {"Content-Type": "multipart/form-data; boundary=b0undary",
+                                                    "Content-Length": "100000"}) + b"--b0undary\r\n")
+            stalled.append(sock)
+        time.sleep(0.3)  # both are admitted and waiting for their bodies
+        response = client.post("/classify", files={"image": ("d.png", encode(subset_data.x_test[0], "PNG"))})
+        assert_error(response, 503, "overloaded")
+        assert response.headers["retry-after"] == "1"
+    finally:
+        for sock in stalled:
+            sock.close()
+    deadline = time.perf_counter() + 10
+    while True:
+        response = client.post("/classify", files={"image": ("d.png", encode(subset_data.x_test[0], "PNG"))})
+        if response.status_code == 200 or time.perf_counter() > deadline:
+            break
+        time.sleep(0.2)
+    assert response.status_code == 200, response.text
+
+
+# --- afterwards ------------------------------------------------------------------------------------------
+
+
+def test_no_request_above_earned_a_5xx_other_than_overloaded(client):
+    """Read back from the service's own metrics: every answer it gave in this module, by status."""
+    statuses: dict[str, float] = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("digitserve_http_requests_total{"):
+            status = line.split('status="', 1)[1].split('"', 1)[0]
+            statuses[status] = statuses.get(status, 0.0) + float(line.rsplit(" ", 1)[1])
+    server_errors = {status: count for status, count in statuses.items() if status.startswith("5")}
+    assert set(server_errors) <= {"503"}, statuses
+    assert statuses.get("503", 0) <= 1  # the one deliberate overload
+
+
+def test_the_log_holds_no_traceback(server):
+    log = server.log_tail(5_000_000)
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-4000:]
