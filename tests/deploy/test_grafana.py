@@ -10,24 +10,24 @@ import re
 
 import pytest
 
+from service.errors import REJECT_REASONS
 from service.metrics import METRIC_NAMES
 from tests.deploy import stack
 
 # What the dashboard must show, and a metric each of those panels must query.
 REQUIRED_PANELS = {
-    "request rate by endpoint and status": "bentoml_service_request_total",
-    "latency p50/p95/p99": "bentoml_service_request_duration_seconds_bucket",
+    "request rate by endpoint and status": METRIC_NAMES["requests"],
+    "latency p50/p95/p99": METRIC_NAMES["request_seconds"] + "_bucket",
+    "inference requests in progress": METRIC_NAMES["in_progress"],
     "adaptive batch size": METRIC_NAMES["batch_size"],
     "predictions by digit": METRIC_NAMES["predictions"],
     "confidence distribution": METRIC_NAMES["confidence"],
-    "rejected inputs by reason": METRIC_NAMES["rejected"],
+    "refusals by reason": METRIC_NAMES["rejected"],
     "inference time": METRIC_NAMES["inference"],
     "model info": METRIC_NAMES["model_info"],
 }
-# BentoML's own metrics, as a live server's /metrics names them.
-BENTOML_METRICS = {"bentoml_service_request_total", "bentoml_service_request_duration_seconds",
-                   "bentoml_service_request_in_progress", "bentoml_service_adaptive_batch_size",
-                   "bentoml_service_last_request_timestamp_seconds"}
+# The routes that run the model, as the alerts and the latency panels select them (route templates).
+INFERENCE_ENDPOINTS = "/classify|/classify_batch|/infer|/normalized|/v2/models/.*infer"
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
@@ -98,14 +98,36 @@ def test_the_dashboard_shows(topic):
 
 
 def test_queries_use_only_known_metrics_and_variables():
+    """Only the service's own metrics: BentoML's request metrics are off (their raw-path labels were unbounded)."""
     domain = set(METRIC_NAMES.values())
     for title, ref, expr in stack.dashboard_queries():
         variables = set(re.findall(r"\$\w+", expr))
         assert variables <= set(stack.GRAFANA_VARIABLES), f"{title}/{ref}: unknown variables {variables}"
         for metric in re.findall(r"\b((?:digitserve|bentoml)_[a-z_]+)\b", expr):
             base = next((metric.removesuffix(s) for s in HISTOGRAM_SUFFIXES if metric.endswith(s)), metric)
-            assert metric in domain or base in domain or base in BENTOML_METRICS, f"{title}/{ref}: {metric}"
+            assert metric in domain or base in domain, f"{title}/{ref}: {metric} is not a metric the service exports"
         assert 'job="digitserve"' in expr or "up{" in expr, f"{title}/{ref} must select the digitserve job"
+
+
+def test_latency_panels_cover_every_inference_route_rest_and_v2():
+    latency = [expr for _, _, expr in stack.dashboard_queries() if METRIC_NAMES["request_seconds"] in expr]
+    assert latency and all(f'endpoint=~"{INFERENCE_ENDPOINTS}"' in expr for expr in latency)
+    alerts = {rule["alert"]: rule["expr"] for rule in stack.alert_rules()}
+    for name in ("DigitserveHighLatencyP99", "DigitserveNoTraffic"):
+        assert f'endpoint=~"{INFERENCE_ENDPOINTS}"' in alerts[name], name
+
+
+def test_refusals_show_every_reason_and_the_split_by_protocol():
+    """No reason is filtered out of "Refusals by reason", so a 503 overloaded shows beside the 4xx."""
+    panels = {panel["title"]: [target["expr"] for target in panel["targets"]] for panel in stack.dashboard()["panels"]}
+    (refusals,) = panels["Refusals by reason"]
+    assert refusals.startswith("sum by (reason) (") and "reason=" not in refusals and "reason!" not in refusals
+    assert any(f"sum by (protocol) (rate({METRIC_NAMES['predictions']}" in expr
+               for exprs in panels.values() for expr in exprs)
+    assert any('reason="overloaded"' in expr for exprs in panels.values() for expr in exprs)
+    (refusals_panel,) = [panel for panel in stack.dashboard()["panels"] if panel["title"] == "Refusals by reason"]
+    coloured = {override["matcher"]["options"] for override in refusals_panel["fieldConfig"]["overrides"]}
+    assert coloured == {"overloaded", "not_ready", "timeout"} <= set(REJECT_REASONS)  # the server's own refusals
 
 
 def test_rate_windows_are_grafanas_rate_interval():
