@@ -21,12 +21,47 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
 	@touch $@
 
-# Debian packages the tests use for real: Prometheus (promtool and a live server) and Chromium.
+# Debian packages the tests use for real: Prometheus (promtool and a live server), Chromium, and libb64
+# (perf_analyzer links it).
 system-deps:
-	@if ! command -v promtool >/dev/null || ! test -x /usr/bin/chromium; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "Install prometheus and chromium with apt-get (needs root)"; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus chromium >/dev/null; \
+	@if ! command -v promtool >/dev/null || ! test -x /usr/bin/chromium || ! test -e /usr/lib/x86_64-linux-gnu/libb64.so.0d -o "$$(uname -m)" != x86_64; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "Install prometheus, chromium and libb64-0d with apt-get (needs root)"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus chromium \
+	    $$( [ "$$(uname -m)" = x86_64 ] && echo libb64-0d ) >/dev/null; \
 	fi
+
+# The Open Inference Protocol's own clients, which tests/e2e/test_v2_clients.py drives against the service
+# (tritonclient[http] is in the dev extra):
+# - KServe's Python client, in an environment of its own: kserve pins pandas, protobuf and psutil below
+#   what TensorFlow and the project use.
+# - Triton's perf_analyzer, taken from the tritonclient 2.50.0 wheel for x86-64 Linux: the last one whose
+#   binary runs on Debian 12's glibc 2.36 (2.55 and later need 2.38; the PyPI package "perf-analyzer" is an
+#   empty placeholder). It links libcudart, which it loads without using a GPU: from NVIDIA's PyPI wheel.
+KSERVE_VENV := .venv-kserve
+PERF_ANALYZER_DIR := $(VENV)/opt/perf_analyzer
+PERF_ANALYZER := $(PERF_ANALYZER_DIR)/perf_analyzer
+
+v2-clients: $(KSERVE_VENV)/.installed-stamp $(PERF_ANALYZER)  ## KServe's client and perf_analyzer, for the v2 tests
+
+$(KSERVE_VENV)/.installed-stamp:
+	@test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --disable-pip-version-check -q "kserve==0.21.0"
+	@touch $@
+
+$(PERF_ANALYZER): | $(STAMP)
+	@mkdir -p $(PERF_ANALYZER_DIR)
+	@if [ "$$(uname -s)-$$(uname -m)" != Linux-x86_64 ]; then \
+	  echo "perf_analyzer: no build for $$(uname -s)-$$(uname -m); tests/e2e/test_v2_clients.py skips it" > $(PERF_ANALYZER_DIR)/UNAVAILABLE; \
+	else \
+	  rm -rf $(PERF_ANALYZER_DIR)/wheels && \
+	  $(PY) -m pip download --disable-pip-version-check -q --no-deps --only-binary=:all: --platform manylinux1_x86_64 --platform manylinux2014_x86_64 \
+	    --python-version 3.11 -d $(PERF_ANALYZER_DIR)/wheels "tritonclient==2.50.0" "nvidia-cuda-runtime-cu12==12.9.79" && \
+	  cd $(PERF_ANALYZER_DIR) && $(abspath $(PY)) -c "import glob, zipfile; \
+	    [zipfile.ZipFile(w).extractall('unpacked') for w in glob.glob('wheels/*.whl')]" && \
+	  cp unpacked/tritonclient-2.50.0.data/data/bin/perf_analyzer unpacked/nvidia/cuda_runtime/lib/libcudart.so.12 . && \
+	  chmod +x perf_analyzer && rm -rf unpacked wheels; \
+	fi
+	@touch $@
 
 data: install  ## fetch, verify and cache full MNIST
 	$(PY) -m training.data
@@ -44,7 +79,7 @@ serve: install  ## train if no model is registered, then serve on $(PORT)
 	@$(PY) -m training.registry --check 2>/dev/null || $(MAKE) --no-print-directory train
 	$(VENV)/bin/bentoml serve service:DigitClassifier --port $(PORT)
 
-test: install system-deps  ## the whole test suite
+test: install system-deps v2-clients  ## the whole test suite
 	$(PY) -m pytest
 
 test-fast: install  ## tests that need no trained model and no server

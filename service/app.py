@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service import errors, rest, web
+from service import errors, rest, v2, web
 from service.guard import BodyPolicy, RoutePolicy
 from service.metrics import domain_metrics
 
@@ -32,6 +32,7 @@ client's mistakes, a 503 with `Retry-After` when the service is overloaded.
 UPLOAD = BodyPolicy("multipart", "max_upload_bytes", framing=64 * 1024, field="image")
 BATCH = BodyPolicy("multipart", "max_request_bytes", field="images")
 JSON = BodyPolicy("json", "max_json_bytes")
+V2 = BodyPolicy("v2", "max_request_bytes")  # JSON within max_json_bytes, or JSON and binary tensors
 
 # What each route accepts; routes absent here take no body and are not counted as inference.
 POLICIES: dict[str, RoutePolicy] = {
@@ -39,6 +40,10 @@ POLICIES: dict[str, RoutePolicy] = {
     "/normalized": RoutePolicy("rest", inference=True, body=UPLOAD),
     "/classify_batch": RoutePolicy("rest", inference=True, body=BATCH),
     "/infer": RoutePolicy("rest", inference=True, body=JSON),
+    "/v2/models/{name}/infer": RoutePolicy("v2", inference=True, body=V2),
+    "/v2/models/{name}/versions/{version}/infer": RoutePolicy("v2", inference=True, body=V2),
+    "/v2": RoutePolicy("v2", inference=False),
+    "/v2/{path:path}": RoutePolicy("v2", inference=False),  # the protocol's health and metadata routes
 }
 
 
@@ -50,6 +55,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="digitserve", description=SERVICE_DESCRIPTION, version="1",
                   docs_url=None, redoc_url=None, openapi_url=None)  # BentoML serves the docs at / and /docs.json
     app.include_router(rest.router)
+    app.include_router(v2.router)
     app.include_router(web.router)
     app.mount(web.UI_PATH, web.static_files(), name="ui")
     app.add_exception_handler(errors.ServiceError, service_error)

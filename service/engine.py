@@ -65,6 +65,7 @@ class Engine:
 
     def __init__(self, model: ServedModel, settings: Settings, metrics: DomainMetrics, device: str = "CPU") -> None:
         self.model = model  # replaced whole by a model update; a batch reads it once
+        self.ready = True  # False once the worker drains before it stops
         self.device = device  # where the model runs, for /model
         self.settings = settings
         self.metrics = metrics
