@@ -4,14 +4,18 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# The benchmark's peers, each stack in an environment of its own: never the service's dependencies.
+PEERS_DIR := .venv-peers
+PEER_STAMPS := $(PEERS_DIR)/kserve-ray/.installed-stamp $(PEERS_DIR)/mlserver/.installed-stamp
 export BENTOML_DO_NOT_TRACK := true
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 PORT ?= 3000
 HOST ?= http://127.0.0.1:$(PORT)
 TRAIN_ARGS ?=
+BENCH_SERVERS ?= service,handwritten,naive,kserve,mlserver,rayserve
 
-.PHONY: install system-deps data train train-best reference serve test test-fast bento image bench loadtest loadtest-ui gpu-check clean
+.PHONY: install system-deps v2-clients data train train-best reference serve test test-fast bento image bench bench-peers loadtest loadtest-ui gpu-check clean
 
 install: $(STAMP)  ## create .venv and install the project (editable, with the dev extra); idempotent
 
@@ -92,9 +96,17 @@ bento: install  ## build a Bento with the service and the registered model
 image:  ## the classifier's Docker image, where a Docker engine runs (see "Deploy with Docker Compose")
 	docker compose build classifier
 
-bench: install  ## the side-by-side benchmark; writes reports/bench.{json,md}
+bench: install bench-peers  ## the side-by-side benchmark, the peers included; writes reports/bench.{json,md}
 	@$(PY) -m training.registry --check || $(MAKE) --no-print-directory train
-	$(PY) -m loadtests.bench
+	BENCH_SERVERS=$(BENCH_SERVERS) $(PY) -m loadtests.bench
+
+bench-peers: $(PEER_STAMPS)  ## KServe + Ray Serve, and MLServer, in .venv-peers/ (from loadtests/peers/requirements-*.txt)
+
+$(PEERS_DIR)/%/.installed-stamp: loadtests/peers/requirements-%.txt
+	@test -x $(PEERS_DIR)/$*/bin/python || $(PYTHON) -m venv $(PEERS_DIR)/$*
+	$(PEERS_DIR)/$*/bin/python -m pip install --disable-pip-version-check -q --upgrade pip
+	$(PEERS_DIR)/$*/bin/python -m pip install --disable-pip-version-check -q -r $<
+	@touch $@
 
 loadtest: install  ## headless Locust against a running service: make loadtest HOST=http://...
 	$(PY) -m loadtests.run --host $(HOST)

@@ -11,7 +11,11 @@ It measures, in order:
    ``/classify_batch`` in images/s;
 3. the hand-written server (loadtests/handwritten_server.py) and 4. the naive server
    (loadtests/naive_server.py), each ``/classify`` at each concurrency, under uvicorn with the service's
-   worker count.
+   worker count;
+5. the peers, when BENCH_SERVERS names them (``make bench`` does): KServe's model server, Seldon MLServer
+   and Ray Serve, each from its own environment (``make bench-peers``), on the same Open Inference
+   Protocol (v2) requests. Any server that answers ``/v2/health/ready``, the service included, gets these
+   v2 runs (loadtests/peers/compare.py).
 
 It starts and stops every server itself. One load generator serves them all: Locust with ``FastHttpUser``
 (loadtests/benchfile.py), headless, the same MNIST test digits as PNG and JPEG, every answer checked.
@@ -21,7 +25,7 @@ generator's own CPU use over that window is recorded too, to show whether it was
 
 Results: ``reports/bench.json`` and the table ``reports/bench.md``. Knobs (environment, or the flags of
 the same name): BENCH_SECONDS, BENCH_CONCURRENCY, BENCH_BATCH_SIZE, BENCH_BATCH_USERS, BENCH_MODEL_SECONDS,
-BENCH_LOCUST_PROCESSES, BENCH_SERVERS, BENCH_REPORTS_DIR.
+BENCH_LOCUST_PROCESSES, BENCH_SERVERS, BENCH_IMAGE_USERS, BENCH_REPORTS_DIR.
 """
 
 from __future__ import annotations
@@ -50,11 +54,13 @@ from loadtests.servers import REPO_ROOT, ServerProcess, start_service, start_uvi
 logger = logging.getLogger(__name__)
 
 SERVERS = ("service", "handwritten", "naive")
+PEERS = ("kserve", "mlserver", "rayserve")  # loadtests/peers/: measured only when BENCH_SERVERS names them
 RATIO_CONCURRENCY = 64  # the ratios compare servers at this concurrency
 MODEL_LIMIT_BATCH = 256  # /classify_batch is compared with the in-process limit at this batch size
 # Figures the service aims at (issue 4); reported, never asserted.
 TARGETS = {"service_vs_naive": 40.0, "service_vs_handwritten": 1.2, "batch_vs_model_limit": 0.6,
            "c64_p99_ms": 100.0, "ready_s": 10.0}
+BENCHFILE = REPO_ROOT / "loadtests" / "benchfile.py"
 SAMPLE_INTERVAL_S = 0.2
 IDLE_CORES = 0.05  # a server using less CPU than this is idle between runs
 LOCUST_GRACE_S = 120  # a run may outlast its duration by this much (start-up, in-flight requests)
@@ -69,14 +75,15 @@ class BenchConfig:
     model_seconds: float = 3.0  # each in-process model measurement
     locust_processes: int = 1  # raise if the generator's CPU use nears one core
     servers: tuple[str, ...] = SERVERS
+    image_users: int = 16  # concurrent clients sending one PNG a request over v2
     warmup_requests: int = 20
     ready_timeout: float = 120.0
     reports_dir: Path = REPO_ROOT / "reports"
 
     def __post_init__(self) -> None:
-        unknown = set(self.servers) - set(SERVERS)
+        unknown = set(self.servers) - set(SERVERS) - set(PEERS)
         if unknown:
-            raise ValueError(f"Unknown servers {sorted(unknown)}; choose from {', '.join(SERVERS)}.")
+            raise ValueError(f"Unknown servers {sorted(unknown)}; choose from {', '.join(SERVERS + PEERS)}.")
         if self.seconds <= 0 or not self.concurrency or min(self.concurrency) < 1:
             raise ValueError(f"BENCH_SECONDS must be > 0 and BENCH_CONCURRENCY positive integers, "
                              f"got {self.seconds} and {self.concurrency}.")
@@ -108,11 +115,13 @@ def parse_config(argv: list[str] | None = None, environ: dict | None = None) -> 
     parser.add_argument("--locust-processes", type=int,
                         default=int(env("locust_processes", defaults.locust_processes)))
     parser.add_argument("--servers", type=_csv_names, default=_csv_names(env("servers", ",".join(defaults.servers))))
+    parser.add_argument("--image-users", type=int, default=int(env("image_users", defaults.image_users)))
     parser.add_argument("--reports-dir", type=Path, default=Path(env("reports_dir", defaults.reports_dir)))
     args = parser.parse_args(argv)
     return BenchConfig(seconds=args.seconds, concurrency=args.concurrency, batch_size=args.batch_size,
                        batch_users=args.batch_users, model_seconds=args.model_seconds,
-                       locust_processes=args.locust_processes, servers=args.servers, reports_dir=args.reports_dir)
+                       locust_processes=args.locust_processes, servers=args.servers, image_users=args.image_users,
+                       reports_dir=args.reports_dir)
 
 
 # --- measuring a process tree ---------------------------------------------------------------------
@@ -130,6 +139,7 @@ class TreeSampler:
         self.times: list[float] = []
         self.cpu: list[float] = []
         self.peak_rss: dict[int, int] = {}
+        self.peak_total_rss = 0  # the largest sum of every process's RSS in one sample
         self._known: dict[int, object] = {}
         self._last_cpu: dict[int, float] = {}  # CPU seconds per pid at its latest reading
         self._stop = threading.Event()
@@ -146,6 +156,7 @@ class TreeSampler:
         return [self._known[process.pid] for process in found]
 
     def sample(self) -> None:
+        total_rss = 0
         for process in self._processes():
             try:
                 with process.oneshot():
@@ -155,6 +166,8 @@ class TreeSampler:
                 continue  # it has just exited: its last reading stands
             self._last_cpu[process.pid] = times.user + times.system
             self.peak_rss[process.pid] = max(self.peak_rss.get(process.pid, 0), rss)
+            total_rss += rss
+        self.peak_total_rss = max(self.peak_total_rss, total_rss)
         self.times.append(time.time())
         self.cpu.append(sum(self._last_cpu.values()))  # never decreases, even as processes exit
 
@@ -182,6 +195,10 @@ class TreeSampler:
         """The largest process's peak RSS: the worker that holds the model."""
         return max(self.peak_rss.values(), default=0) / 2**20
 
+    def peak_total_rss_mb(self) -> float:
+        """The tree's peak RSS, all processes together (shared pages count once per process, so it overstates)."""
+        return self.peak_total_rss / 2**20
+
 
 # --- one load run ---------------------------------------------------------------------------------
 
@@ -204,15 +221,22 @@ def measurement(summary: dict, server_cpu_s: float, generator_cpu_s: float) -> d
 
 
 def run_locust(url: str, users: int, config: BenchConfig, path: str = "/classify", batch_size: int = 0,
-               server: TreeSampler | None = None) -> dict:
-    """Load ``url`` with ``users`` back-to-back clients for ``config.seconds``; return the run's figures."""
+               server: TreeSampler | None = None, locustfile: Path = BENCHFILE,
+               options: list[str] | None = None) -> dict:
+    """Load ``url`` with ``users`` back-to-back clients for ``config.seconds``; return the run's figures.
+
+    ``locustfile`` is loadtests/benchfile.py (``path`` and ``batch_size`` become its options) unless
+    given; another locustfile gets ``options`` (its own flags and user classes) and must write the same
+    ``--summary-json``. ``path`` and ``batch_size`` still label the run and count its images.
+    """
     with tempfile.TemporaryDirectory(prefix="digitserve-bench-") as scratch:
         summary_path = Path(scratch) / "summary.json"
-        command = [venv_script("locust"), "-f", str(REPO_ROOT / "loadtests" / "benchfile.py"), "--headless",
+        if options is None:
+            options = ["--bench-path", path, "--bench-batch-size", str(batch_size)]
+        command = [venv_script("locust"), "-f", str(locustfile), "--headless",
                    "--host", url, "--users", str(users), "--spawn-rate", str(users),
                    "--run-time", f"{config.seconds:g}s", "--stop-timeout", "60", "--only-summary",
-                   "--loglevel", "WARNING", "--bench-path", path, "--bench-batch-size", str(batch_size),
-                   "--summary-json", str(summary_path)]
+                   "--loglevel", "WARNING", "--summary-json", str(summary_path), *options]
         if config.locust_processes > 1:
             command += ["--processes", str(config.locust_processes)]
         log = Path(scratch) / "locust.log"
@@ -253,30 +277,58 @@ def warm_up(url: str, count: int) -> None:
             response.read()
 
 
-def wait_until_idle(sampler: TreeSampler, timeout: float = 30.0) -> None:
-    """Wait until the server has finished whatever the last run left it, so runs do not overlap."""
+def wait_until_idle(sampler: TreeSampler, timeout: float = 30.0, idle_cores: float = IDLE_CORES) -> None:
+    """Wait until the server has finished whatever the last run left it, so runs do not overlap.
+
+    ``idle_cores``: what the server uses at rest (see ``cores_at_rest``); a Ray cluster never drops to zero.
+    """
     deadline = time.time() + timeout
     time.sleep(1.0)
-    while time.time() < deadline and sampler.cores_lately(1.0) > IDLE_CORES:
+    while time.time() < deadline and sampler.cores_lately(1.0) > idle_cores:
         time.sleep(0.5)
 
 
-def measure_server(name: str, start: Callable[[], ServerProcess], config: BenchConfig, batch: bool = False) -> dict:
-    """Start a server, load ``/classify`` at each concurrency (and ``/classify_batch`` if ``batch``), stop it."""
+def cores_at_rest(sampler: TreeSampler, seconds: float = 2.0) -> float:
+    """The cores the server uses with no request in flight, over ``seconds`` after a second's settling."""
+    time.sleep(1.0 + seconds)
+    return sampler.cores_lately(seconds)
+
+
+def idle_threshold(at_rest: float) -> float:
+    """Below this the server counts as idle between runs: its own resting use, with a margin."""
+    return max(IDLE_CORES, 1.5 * at_rest + 0.02)
+
+
+def measure_server(name: str, start: Callable[[], ServerProcess], config: BenchConfig, batch: bool = False,
+                   classify: bool = True, binary: bool = True, image_files: bool = True) -> dict:
+    """Start a server, load ``/classify`` at each concurrency (and ``/classify_batch`` if ``batch``), stop it.
+
+    ``classify=False`` skips the ``/classify`` runs (the peers have no such endpoint). A server that
+    answers ``/v2/health/ready`` also gets the v2 runs; ``binary`` and ``image_files`` say whether its
+    v2 endpoint takes binary tensor data and encoded image files (loadtests/peers/compare.py).
+    """
+    from loadtests.peers.compare import measure_v2, speaks_v2
+
     logger.info("%s: starting", name)
     server = start()
     sampler = TreeSampler(server.pid)
     try:
-        result: dict = {"ready_s": server.ready_seconds}
-        warm_up(server.url, config.warmup_requests)
-        for users in config.concurrency:
-            wait_until_idle(sampler)
-            result[f"c{users}"] = run_locust(server.url, users, config, server=sampler)
+        result: dict = {"ready_s": server.ready_seconds, "cores_at_rest": cores_at_rest(sampler)}
+        idle = idle_threshold(result["cores_at_rest"])
+        if classify:
+            warm_up(server.url, config.warmup_requests)
+            for users in config.concurrency:
+                wait_until_idle(sampler, idle_cores=idle)
+                result[f"c{users}"] = run_locust(server.url, users, config, server=sampler)
         if batch:
-            wait_until_idle(sampler)
+            wait_until_idle(sampler, idle_cores=idle)
             result["batch"] = run_locust(server.url, config.batch_users, config, "/classify_batch",
                                          config.batch_size, server=sampler)
+        if speaks_v2(server.url):
+            result.update(measure_v2(server.url, sampler, config, binary=binary, image_files=image_files,
+                                     idle_cores=idle))
         result["rss_mb"] = sampler.peak_rss_mb()
+        result["rss_total_mb"] = sampler.peak_total_rss_mb()
         result["rss_mb_by_process"] = {str(pid): rss / 2**20 for pid, rss in sampler.peak_rss.items()}
     finally:
         sampler.stop()
@@ -320,12 +372,17 @@ def ratios(report: dict) -> dict:
     def figure(server: str, run: str, name: str) -> float | None:
         return (report.get(server) or {}).get(run, {}).get(name)
 
-    return {
+    own = {
         "service_vs_naive": _ratio(figure("service", key, "rps"), figure("naive", key, "rps")),
         "service_vs_handwritten": _ratio(figure("service", key, "rps"), figure("handwritten", key, "rps")),
         "batch_vs_model_limit": _ratio(figure("service", "batch", "images_per_s"),
                                        figure("model_limit", f"batch_{MODEL_LIMIT_BATCH}", "images_per_s")),
     }
+    if not any(report.get(name) for name in PEERS):
+        return own
+    from loadtests.peers.compare import peer_ratios
+
+    return {**own, **peer_ratios(report, RATIO_CONCURRENCY)}
 
 
 def _version(package: str) -> str:
@@ -363,7 +420,12 @@ def build_report(results: dict, machine: dict, config: BenchConfig, date: str) -
     report = {"ratios": {}, **{name: results.get(name) for name in (*SERVERS, "model_limit")},
               "machine": machine, "date": date, "targets": TARGETS,
               "settings": {**asdict(config), "reports_dir": str(config.reports_dir)}}
+    report.update({name: results[name] for name in PEERS if name in results})
     report["ratios"] = ratios(report)
+    if any(report.get(name) for name in PEERS):
+        from loadtests.peers.compare import peer_comparison
+
+        report["peer_comparison"] = peer_comparison(report, RATIO_CONCURRENCY)
     return report
 
 
@@ -427,6 +489,9 @@ def render_markdown(report: dict) -> str:
         if report.get(server):
             target = f"≤ {targets['ready_s']:g} s" if server == "service" else ""
             lines.append(f"| {server}: start to ready | {_number(report[server]['ready_s'])} s | {target} |")
+    from loadtests.peers.compare import render_v2
+
+    lines += render_v2(report, RATIO_CONCURRENCY)
     lines += ["", "Generator CPU is the Locust process's CPU use over the run, in cores; near 1.0 a single "
               "process would be the bottleneck (raise BENCH_LOCUST_PROCESSES). On a small machine the generator "
               "and the server share the cores, so every figure here is a lower bound for the server alone.", ""]
@@ -453,9 +518,14 @@ def run_bench(config: BenchConfig) -> dict:
         "handwritten": lambda: start_uvicorn("loadtests.handwritten_server:app", workers=workers, timeout=timeout),
         "naive": lambda: start_uvicorn("loadtests.naive_server:app", workers=workers, timeout=timeout),
     }
-    for name in config.servers:
+    for name in (name for name in config.servers if name in SERVERS):
         results[name] = measure_server(name, starters[name], config, batch=name == "service")
         results[name]["workers"] = workers
+    if any(name in PEERS for name in config.servers):
+        from loadtests.peers.compare import measure_peer
+
+        for name in (name for name in config.servers if name in PEERS):
+            results[name] = measure_peer(name, config)
     return build_report(results, machine, config, date)
 
 
