@@ -36,6 +36,7 @@ from typing import Any, Awaitable, Callable
 from starlette.routing import compile_path
 
 from service import errors
+from service.lifecycle import activity
 from service.metrics import domain_metrics
 from service.settings import Settings
 
@@ -94,11 +95,15 @@ class Guard:
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_seen.append(message["status"])
+                if activity.draining:  # the client should reconnect, and reach a worker that is not stopping
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             await send(message)
 
+        activity.started()
         try:
             await self._guarded(scope, receive, counting_send, template, policy)
         finally:
+            activity.finished()
             template = route_template(scope, template)
             status = str(status_seen[0]) if status_seen else "none"  # "none": the client left before an answer
             metrics.requests.labels(endpoint=template, method=_method_label(scope["method"]), status=status).inc()

@@ -7,7 +7,7 @@ before that would count in single-process mode, invisible to ``/metrics``.
 Every label has a small, fixed set of values: ten digits, the reasons in ``service.errors``, the two
 protocols, the service's route templates (``/v2/models/{name}/infer``, never the path a client sent:
 a label per path would let any client grow every worker's metrics without bound), the HTTP statuses
-the service answers with, one model tag, one device.
+the service answers with, the model versions registered in the store (a handful), one device.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ METRIC_NAMES = {
     "batch_size": f"{PREFIX}_inference_batch_size",
     "model_info": f"{PREFIX}_model_info",
     "device_info": f"{PREFIX}_device_info",
+    "model_updates": f"{PREFIX}_model_updates_total",
+    "model_refusals": f"{PREFIX}_model_refusals_total",
 }
 
 
@@ -78,6 +80,10 @@ class DomainMetrics:
                                 ["tag", "test_accuracy", "preprocessing_version"], multiprocess_mode="max")
         self.device_info = Gauge(METRIC_NAMES["device_info"], "The device inference runs on",
                                  ["device"], multiprocess_mode="max")
+        self.model_updates = Counter(METRIC_NAMES["model_updates"].removesuffix("_total"),
+                                     "Model versions swapped in without a restart (per worker)")
+        self.model_refusals = Counter(METRIC_NAMES["model_refusals"].removesuffix("_total"),
+                                      "Model versions the gate refused, by version and reason", ["version", "reason"])
 
     def record_predictions(self, digits, confidences, protocol: str) -> None:
         for digit, confidence in zip(digits, confidences):

@@ -29,8 +29,9 @@ settings = get_settings()
 PROTOCOL = "rest"
 
 
-def get_engine() -> Engine:
-    """The engine of the service instance running in this worker."""
+async def get_engine() -> Engine:
+    """The engine of the service instance running in this worker. (``async``: FastAPI would run a plain
+    function in its thread pool, a hop to a thread and back for every request.)"""
     import bentoml
 
     return bentoml.get_current_service().engine

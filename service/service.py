@@ -18,13 +18,16 @@ import os
 import signal
 
 import bentoml
+from bentoml.exceptions import NotFound
 
 from service.app import POLICIES, create_app
 from service.device import configure_tensorflow, count_gpus, worker_count
 from service.guard import Guard
+from service.lifecycle import Drain
 from service.metrics import domain_metrics
 from service.openapi import build_document
 from service.settings import get_settings
+from service.versions import ModelWatcher, RunDir, pin
 from training.registry import ModelLoadError, ModelNotRegistered, verify_archive
 
 with bentoml.importing():
@@ -55,16 +58,19 @@ class DescribedService(bentoml.Service):
         return build_document(app)
 
 
-def _check_model_is_registered() -> bentoml.models.BentoModel:
-    """Fail at import, before any worker starts, when the model is missing or its file is damaged."""
-    reference = bentoml.models.BentoModel(settings.model_tag)
-    if reference.stored is None:
+def _pin_model() -> tuple[bentoml.models.BentoModel, RunDir]:
+    """The exact model version to serve, pinned before any worker starts (see service.versions); fails at
+    import, before any worker starts, when no model is registered or its file is damaged."""
+    try:
+        tag, run_dir = pin(settings.model_tag)
+    except NotFound:
         raise ModelNotRegistered(
             f"No model {settings.model_tag!r} is registered in the BentoML model store. "
             "Run `make train` to train and register one (or set DIGITSERVE_MODEL_TAG)."
-        )
+        ) from None
+    reference = bentoml.models.BentoModel(tag)
     verify_archive(reference.stored)
-    return reference
+    return reference, run_dir
 
 
 def _stop_server(error: Exception) -> None:
@@ -91,20 +97,23 @@ def _stop_server(error: Exception) -> None:
 )
 @bentoml.asgi_app(app, path="/")
 class DigitClassifier:
-    bento_model = _check_model_is_registered()
+    bento_model, run_dir = _pin_model()  # the model reference at class scope, so a Bento packs it
 
     def __init__(self) -> None:
         self.device = configure_tensorflow(bentoml.server_context.worker_index or 1, settings.threads)
+        if settings.gc_freeze:
+            # TensorFlow and Keras leave ~10^5 long-lived objects; moved out of the collector's sight, they
+            # no longer make every full collection (a pause of tens of ms under load) walk them. The model
+            # is loaded after, so that a model replaced by an update can still be collected.
+            import keras  # noqa: F401  (its objects too)
+
+            gc.collect()
+            gc.freeze()
         try:
             model = load_served_model(self.bento_model)  # the class attribute resolves to the stored entry
         except ModelLoadError as error:
             _stop_server(error)
             raise
-        if settings.gc_freeze:
-            # TensorFlow leaves ~10^5 long-lived objects; moved out of the collector's sight, they no
-            # longer make every full collection (a pause of tens of ms under load) walk them.
-            gc.collect()
-            gc.freeze()
 
         self.metrics = domain_metrics()
         self.engine = Engine(model, settings, self.metrics, device=self.device)
@@ -116,6 +125,19 @@ class DigitClassifier:
         ).set(1)
         self.metrics.device_info.labels(device=self.device).set(1)
         logger.info("Serving %s on %s (worker %s)", model.tag, self.device, bentoml.server_context.worker_index)
+        self.watcher = ModelWatcher(self.engine, self.run_dir, settings.model_poll_s, settings.gate_min_accuracy,
+                                    self.metrics)
+        if bentoml.server_context.worker_index is not None:  # a `bentoml serve` worker, not an in-process app
+            self.watcher.start()
+            Drain(settings.drain_delay_s, settings.request_timeout_s, on_draining=self._draining).install()
+
+    def _draining(self) -> None:
+        self.engine.ready = False
+        self.watcher.stop()
+
+    async def __is_ready__(self) -> bool:
+        """BentoML's readiness hook behind /readyz: false once the worker drains before it stops."""
+        return self.engine.ready
 
 
 DigitClassifier.add_asgi_middleware(Guard, settings=settings, policies=POLICIES)

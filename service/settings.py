@@ -15,6 +15,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DIGITSERVE_", env_ignore_empty=True, frozen=True)  # VAR= means default
 
     model_tag: str = Field("mnist_cnn:latest", description="the BentoML store tag of the model to serve")
+    # Like TF Serving's file system poll: a new version is picked up without a restart. 0 turns it off; a tag
+    # naming an exact version never moves, whatever this is.
+    model_poll_s: float = Field(10.0, ge=0, description="how often workers look for a new version of a moving tag")
+    # Far below any trained model here (the seed preset reads ~99 % of these digits, the 5,000-digit test
+    # model ~96 %), far above a broken one (~10 %).
+    gate_min_accuracy: float = Field(0.9, ge=0, le=1, description="accuracy a new version needs on the gate digits")
     workers: int | None = Field(None, ge=1, description="worker processes; default one per GPU, else one per core (at most 4)")
     threads: int = Field(1, ge=1, description="TensorFlow intra-op threads per worker on the CPU")
     # Off like TF Serving's and Triton's: at 2,000 requests/s it is 2,000 lines/s, and the metrics already
@@ -42,6 +48,8 @@ class Settings(BaseSettings):
     # Time limits.
     body_timeout_s: float = Field(10.0, gt=0, description="longest pause while a request body arrives before a 408")
     request_timeout_s: float = Field(30.0, gt=0, description="longest time to answer one request (408 or 504 past it)")
+    # Long enough for a load balancer (a Kubernetes Service's endpoints) to notice /readyz turned 503.
+    drain_delay_s: float = Field(5.0, ge=0, description="after SIGTERM, how long a worker keeps serving while not ready")
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

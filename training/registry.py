@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -98,15 +99,56 @@ def load_model(stored: bentoml.Model):
         raise ModelLoadError(f"Model {stored.tag} at {path} could not be loaded ({error}); re-run `make train`.") from error
 
 
+def promote(tag: str) -> str:
+    """Register a copy of an existing version as the newest version, and return the new tag.
+
+    This is the rollback: a server following ``mnist_cnn:latest`` moves to the copy as to any new version
+    (through its gate, with no restart), and nothing is retrained or deleted.
+    """
+    stored = get_stored(tag)
+    verify_archive(stored)
+    metadata = {**stored.info.metadata, "promoted_from": str(stored.tag)}
+    labels = {**stored.info.labels, "promoted_from": stored.tag.version}
+    with bentoml.models.create(MODEL_NAME, metadata=metadata, labels=labels) as copy:
+        for name in (MODEL_FILE, CONFIG_FILE):
+            source = Path(stored.path_of(name))
+            if source.exists():
+                shutil.copyfile(source, copy.path_of(name))
+    logger.info("Registered %s as a copy of %s", copy.tag, stored.tag)
+    return str(copy.tag)
+
+
+def versions() -> list[str]:
+    """Every registered version of the model, newest first."""
+    return [str(model.tag) for model in sorted(bentoml.models.list(MODEL_NAME),
+                                                key=lambda model: model.info.creation_time, reverse=True)]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.registry --check``: exit 0 when a model is registered, 1 otherwise."""
+    """``python -m training.registry --check``: exit 0 when a model is registered, 1 otherwise.
+    ``--promote TAG`` registers a copy of TAG as the newest version (rollback); ``--previous`` names the
+    version registered before the newest."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 0 if a model is registered, else 1")
     parser.add_argument("--tag", default=f"{MODEL_NAME}:latest")
+    parser.add_argument("--promote", metavar="TAG", help="register a copy of TAG as the newest version (rollback)")
+    parser.add_argument("--previous", action="store_true", help="print the version registered before the newest")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if args.promote:
+            print(promote(args.promote))
+            return 0
+        if args.previous:
+            history = versions()
+            if len(history) < 2:
+                print(f"Only {len(history)} version(s) of {MODEL_NAME} are registered: nothing to roll back to.",
+                      file=sys.stderr)
+                return 1
+            print(history[1])
+            return 0
         stored = get_stored(args.tag)
-    except ModelNotRegistered as error:
+    except (ModelNotRegistered, ModelLoadError) as error:
         print(error, file=sys.stderr)
         return 1
     if not args.check:

@@ -327,3 +327,42 @@ def test_the_loadtest_image_has_everything_the_locustfile_imports(tmp_path):
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1000 uploads" in result.stdout
+
+
+# --- operating it: drain and model updates --------------------------------------------------------------
+
+def seconds(duration: str | int | float) -> float:
+    """A Compose duration ("45s", "1m30s") or a number of seconds (docker compose config renders both)."""
+    if isinstance(duration, (int, float)):
+        return float(duration)
+    total, number = 0.0, ""
+    for char in duration:
+        if char.isdigit() or char == ".":
+            number += char
+        else:
+            total += float(number) * {"h": 3600, "m": 60, "s": 1}[char]
+            number = ""
+    return total + (float(number) if number else 0.0)
+
+
+def test_docker_waits_for_the_drain_before_it_kills():
+    from service.settings import Settings
+
+    defaults = Settings()
+    classifier = rendered()["services"]["classifier"]
+    assert seconds(classifier["stop_grace_period"]) >= defaults.drain_delay_s + defaults.request_timeout_s + 5
+
+
+def test_a_trainer_updates_the_running_classifier_through_a_shared_model_store():
+    """The trainer (profile "train") and the classifier mount one named volume where the image keeps its
+    BentoML store's models, so a model the trainer registers is one the classifier's watcher sees."""
+    model = rendered("--profile", "train")
+    classifier, trainer = model["services"]["classifier"], model["services"]["trainer"]
+    home = next(line.split("=", 1)[1].split()[0] for line in stack.DOCKERFILE.read_text().splitlines()
+                if "BENTOML_HOME=" in line)
+    mounts = {service: {(v["source"], v["target"]) for v in s["volumes"] if v["type"] == "volume"}
+              for service, s in (("classifier", classifier), ("trainer", trainer))}
+    assert mounts["classifier"] == mounts["trainer"] == {("model-store", f"{home}/models")}
+    assert "python -m training" in " ".join(trainer["command"])
+    assert trainer["image"] == classifier["image"]
+    assert "trainer" not in rendered()["services"]  # only under its profile

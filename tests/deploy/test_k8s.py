@@ -187,3 +187,14 @@ def test_kustomize_renders_valid_manifests(directory):
     assert container(deployment)["image"] == f"digitserve:{'gpu' if directory == stack.K8S_GPU else 'cpu'}"
     config_map = by_kind(resources)["ConfigMap"]
     assert container(deployment)["envFrom"][0]["configMapRef"]["name"] == config_map["metadata"]["name"]
+
+
+def test_the_grace_period_covers_the_drain():
+    """SIGTERM: DIGITSERVE_DRAIN_DELAY_S not ready but serving, then up to DIGITSERVE_REQUEST_TIMEOUT_S for
+    the requests accepted. Kubernetes kills the pod at the end of its grace period, whatever is left."""
+    (generator,) = stack.kustomization(stack.K8S_BASE)["configMapGenerator"]
+    values = stack.read_env_file(stack.K8S_BASE / generator["envs"][0])
+    settings = Settings(**{name.removeprefix("DIGITSERVE_").lower(): value for name, value in values.items()})
+    pod = by_kind(stack.k8s_base_resources())["Deployment"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= settings.drain_delay_s + settings.request_timeout_s + 5
+    assert "preStop" not in container(by_kind(stack.k8s_base_resources())["Deployment"]).get("lifecycle", {})

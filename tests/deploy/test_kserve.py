@@ -92,3 +92,10 @@ def test_same_image_and_user_as_the_deployment():
     image = stack.kustomization(stack.K8S_BASE)["images"][0]
     assert container()["image"] == f"{image['newName']}:{image['newTag']}"
     assert container()["securityContext"]["runAsUser"] == pod["securityContext"]["runAsUser"]
+
+
+def test_the_grace_period_covers_the_drain():
+    values = {item["name"]: item["value"] for item in container()["env"]}
+    settings = Settings(**{name.removeprefix("DIGITSERVE_").lower(): value for name, value in values.items()})
+    grace = inference_service()["spec"]["predictor"]["terminationGracePeriodSeconds"]
+    assert grace >= settings.drain_delay_s + settings.request_timeout_s + 5
