@@ -387,7 +387,31 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("%s", json.dumps(result))
     args.reports.mkdir(parents=True, exist_ok=True)
     (args.reports / "chaos.json").write_text(json.dumps(results, indent=2))
+    (args.reports / "chaos.md").write_text(markdown(results))
     return 0 if all(r["clean"] for r in results) else 1
+
+
+def markdown(results: list[dict]) -> str:
+    """One row per event: what the clients saw, and the facts that make it clean or not."""
+    lines = ["# Lifecycle events under load (`make chaos`)", "",
+             "Each client sends `/infer` requests back to back, each on a new connection. `reset` is a request "
+             "lost on a connection that was accepted; `refused` is a connection refused once nothing listens.", "",
+             "| event | clients | ok | reset | refused | other | details | clean |", "|---|---:|---:|---:|---:|---|---|---|"]
+    for result in results:
+        total = dict(result["total"])
+        ok, reset, refused = total.pop("ok", 0), total.pop("reset", 0), total.pop("refused", 0)
+        if result["event"] == "sigterm":
+            details = (f"exit {result['exit_code']}, drained in {result['drain_s']} s, /readyz 503 after "
+                       f"{result['not_ready_after_s']} s")
+        elif result["event"] == "kill -9 worker":
+            details = f"replacement after {result['replacement_seen_after_s']} s; answering: {result['models_answering']}"
+        else:
+            details = (f"{result['from']} -> registered {result['registered']}; served after: {result['served_after']}; "
+                       f"worker RSS {result['worker_rss_mb_before']} -> {result['worker_rss_mb_after']} MB")
+        lines.append(f"| {result['event']} | {result['clients']} | {ok} | {reset} | {refused} | "
+                     f"{', '.join(f'{k} {v}' for k, v in total.items()) or '-'} | {details} | "
+                     f"{'yes' if result['clean'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -27,4 +27,5 @@ def start_server(port: int | None = None, env: Mapping[str, str] | None = None, 
 
     The handle has ``.url``, ``.ready_seconds``, ``.log_tail()`` and ``.stop()``, and is a context manager.
     """
-    return start_service(port=port, env=env, timeout=timeout)
+    # No drain delay unless a test asks for one: no load balancer waits to take a test's server out.
+    return start_service(port=port, env={"DIGITSERVE_DRAIN_DELAY_S": "0", **(env or {})}, timeout=timeout)
