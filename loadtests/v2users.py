@@ -5,8 +5,9 @@
     locust -f loadtests/v2users.py --headless -u 16 -r 16 -t 10s -H http://127.0.0.1:8080 V2ImageUser
 
 - ``V2DigitUser``: one MNIST-style digit a request, UINT8 ``[1, 28, 28]`` in JSON: the most common client shape.
-- ``V2BulkUser``: ``--v2-batch-size`` digits a request, UINT8 ``[n, 28, 28]`` as binary tensor data
-  (``--v2-json`` to send the same digits as JSON instead, for a server without the binary extension).
+- ``V2BulkUser``: ``--v2-batch-size`` digits a request, UINT8 ``[n, 28, 28]`` as binary tensor data, the
+  outputs asked back as binary too (``--v2-json`` to send the same digits as JSON instead, with JSON
+  outputs, for a server without the binary extension).
 - ``V2ImageUser``: one PNG file a request, BYTES ``[1]`` as binary tensor data.
 
 Every answer is checked (loadtests/v2wire.py: status, model name, outputs, shapes, probabilities, digit)
@@ -25,7 +26,8 @@ from locust import FastHttpUser, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests.checks import Tally, stats_summary
-from loadtests.v2wire import INFER_PATH, BadAnswer, V2Body, check_answer, digits_request, images_request
+from loadtests.v2wire import (HEADER_LENGTH, INFER_PATH, BadAnswer, V2Body, check_answer, digits_request,
+                              images_request)
 
 BULK_COUNT = 8  # distinct bulk bodies to rotate through
 # Responses are measured as the server sends them: Locust's FastHttpUser would otherwise ask for gzip.
@@ -99,7 +101,8 @@ class _V2User(FastHttpUser):
         with self.client.post(INFER_PATH, data=body.data, headers={**body.headers, **NO_COMPRESSION},
                               name=f"{INFER_PATH} ({self.kind})", catch_response=True) as response:
             try:
-                digits = check_answer(response.status_code, response.text, len(body.labels))
+                digits = check_answer(response.status_code, response.content, len(body.labels),
+                                      header_length=response.headers.get(HEADER_LENGTH))
             except BadAnswer as error:
                 response.failure(str(error))
                 return

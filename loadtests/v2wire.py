@@ -71,9 +71,9 @@ def digits_request(digits: np.ndarray, labels: Sequence[int], binary: bool = Fal
     if digits.ndim != 3 or digits.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(f"Digits must have shape (n, {IMAGE_SIZE}, {IMAGE_SIZE}), got {digits.shape}.")
     tensor: dict[str, Any] = {"name": DIGITS_INPUT, "datatype": "UINT8", "shape": list(digits.shape)}
-    if binary:
+    if binary:  # binary both ways: the outputs come back as raw tensors too
         tensor["parameters"] = {"binary_data_size": digits.nbytes}
-        return _binary_body(tensor, digits.tobytes(), outputs, labels)
+        return _binary_body(tensor, digits.tobytes(), outputs, labels, binary_outputs=True)
     tensor["data"] = digits.ravel().tolist()
     return _json_body(tensor, outputs, labels)
 
@@ -86,8 +86,8 @@ def images_request(files: Sequence[bytes], labels: Sequence[int], outputs: Seque
     return _binary_body(tensor, raw, outputs, labels)
 
 
-def _requested(outputs: Sequence[str]) -> list[dict]:
-    return [{"name": name} for name in outputs]
+def _requested(outputs: Sequence[str], binary: bool = False) -> list[dict]:
+    return [{"name": name, "parameters": {"binary_data": True}} if binary else {"name": name} for name in outputs]
 
 
 def _json_body(tensor: dict, outputs: Sequence[str], labels: Sequence[int]) -> V2Body:
@@ -96,8 +96,10 @@ def _json_body(tensor: dict, outputs: Sequence[str], labels: Sequence[int]) -> V
                   tuple(int(label) for label in labels))
 
 
-def _binary_body(tensor: dict, raw: bytes, outputs: Sequence[str], labels: Sequence[int]) -> V2Body:
-    header = json.dumps({"inputs": [tensor], "outputs": _requested(outputs)}, separators=(",", ":")).encode()
+def _binary_body(tensor: dict, raw: bytes, outputs: Sequence[str], labels: Sequence[int],
+                 binary_outputs: bool = False) -> V2Body:
+    header = json.dumps({"inputs": [tensor], "outputs": _requested(outputs, binary_outputs)},
+                        separators=(",", ":")).encode()
     # application/octet-stream: FastAPI-based servers (KServe) would otherwise try to parse the body as JSON.
     headers = {"Content-Type": BINARY_TYPE, HEADER_LENGTH: str(len(header))}
     return V2Body(header + raw, headers, tuple(int(label) for label in labels))
@@ -128,19 +130,24 @@ def decode_bytes_elements(raw: bytes, count: int) -> list[bytes]:
 # --- the generator's check of an answer -----------------------------------------------------------
 
 
-def check_answer(status: int, text: str | None, count: int, outputs: Sequence[str] = OUTPUTS) -> list[int]:
+def check_answer(status: int, body: bytes | str | None, count: int, outputs: Sequence[str] = OUTPUTS,
+                 header_length: str | None = None) -> list[int]:
     """Check a v2 inference answer for ``count`` images; return the digits.
 
-    BadAnswer with a sentence unless: HTTP 200, JSON, the model's name, exactly the requested outputs
-    with their datatypes and shapes, probabilities in [0, 1] summing to 1 per image, and each digit the
-    most probable one (when both outputs are there).
+    BadAnswer with a sentence unless: HTTP 200, JSON (followed by the binary outputs when
+    ``header_length``, the answer's Inference-Header-Content-Length, is given), the model's name, exactly
+    the requested outputs with their datatypes and shapes, probabilities in [0, 1] summing to 1 per image,
+    and each digit the most probable one (when both outputs are there).
     """
+    data = body.encode() if isinstance(body, str) else (body or b"")
     if status != 200:
-        raise BadAnswer(f"Expected HTTP 200, got {status}: {(text or '')[:200]}")
+        raise BadAnswer(f"Expected HTTP 200, got {status}: {data[:200]!r}")
     try:
-        answer = json.loads(text or "")
+        length = len(data) if header_length is None else int(header_length)
+        answer = json.loads(data[:length])
     except ValueError:
-        raise BadAnswer(f"The body is not JSON: {(text or '')[:200]!r}") from None
+        raise BadAnswer(f"The body is not JSON: {data[:200]!r}") from None
+    binary = data[length:]
     if not isinstance(answer, dict) or not isinstance(answer.get("outputs"), list):
         raise BadAnswer(f"Expected an object with 'outputs', got {str(answer)[:200]}")
     if answer.get("model_name") != MODEL_NAME:
@@ -149,7 +156,16 @@ def check_answer(status: int, text: str | None, count: int, outputs: Sequence[st
     if set(tensors) != set(outputs) or len(answer["outputs"]) != len(outputs):
         raise BadAnswer(f"Expected outputs {sorted(outputs)}, got {[item.get('name') for item in answer['outputs']]}.")
     shapes = {PROBABILITIES_OUTPUT: [count, NUM_CLASSES], DIGIT_OUTPUT: [count]}
-    values = {name: _tensor(tensors[name], OUTPUT_DATATYPES[name], shapes[name]) for name in outputs}
+    values, offset = {}, 0
+    for item in answer["outputs"]:  # binary outputs follow the JSON in the order the outputs are listed
+        name = item.get("name")
+        size = (item.get("parameters") or {}).get("binary_data_size")
+        raw = None
+        if size is not None:
+            raw, offset = binary[offset:offset + size], offset + size
+        values[name] = _tensor(item, OUTPUT_DATATYPES[name], shapes[name], raw)
+    if offset != len(binary):
+        raise BadAnswer(f"The answer has {len(binary) - offset} bytes beyond its outputs' binary data.")
     digits = values.get(DIGIT_OUTPUT)
     probabilities = values.get(PROBABILITIES_OUTPUT)
     if digits is not None and (digits.dtype.kind not in "iu" or digits.min() < 0 or digits.max() >= NUM_CLASSES):
@@ -168,15 +184,22 @@ def check_answer(status: int, text: str | None, count: int, outputs: Sequence[st
     return digits.tolist()
 
 
-def _tensor(item: dict, datatype: str, shape: list[int]) -> np.ndarray:
-    """An output tensor's data as an array of ``shape``; BadAnswer when its datatype, shape or data disagree."""
+def _tensor(item: dict, datatype: str, shape: list[int], raw: bytes | None = None) -> np.ndarray:
+    """An output tensor's data (JSON ``data``, or ``raw`` little-endian bytes) as an array of ``shape``;
+    BadAnswer when its datatype, shape or data disagree."""
     name = item.get("name")
     if item.get("datatype") != datatype:
         raise BadAnswer(f"Output {name!r} must be {datatype}, got {item.get('datatype')!r}.")
     if item.get("shape") != shape:
         raise BadAnswer(f"Output {name!r} must have shape {shape}, got {item.get('shape')!r}.")
+    dtype = np.dtype("<f4") if datatype == "FP32" else np.dtype("<i8")
     try:
-        data = np.asarray(item.get("data"), dtype=np.float64 if datatype == "FP32" else np.int64)
+        if raw is not None:
+            if len(raw) % dtype.itemsize:
+                raise ValueError
+            data = np.frombuffer(raw, dtype)
+        else:
+            data = np.asarray(item.get("data"), dtype=np.float64 if datatype == "FP32" else np.int64)
     except (TypeError, ValueError):
         raise BadAnswer(f"Output {name!r} holds data that is not {datatype} numbers.") from None
     if data.size != math.prod(shape):
@@ -195,6 +218,7 @@ class V2Request:
     digits: np.ndarray | None  # uint8 (n, 28, 28)
     files: list[bytes] | None
     outputs: tuple[str, ...]
+    binary_outputs: frozenset[str] = frozenset()  # the outputs asked for as binary tensor data
 
     @property
     def count(self) -> int:
@@ -221,6 +245,7 @@ def decode_request(body: bytes, header_length: str | None) -> V2Request:
         raise BadRequest(f"Send exactly one input, {DIGITS_INPUT!r} or {IMAGES_INPUT!r}.")
     tensor, raw = inputs[0], body[json_length:]
     outputs = _requested_outputs(header.get("outputs"))
+    binary_outputs = _binary_outputs(header, outputs)
     shape, datatype, name = tensor.get("shape"), tensor.get("datatype"), tensor.get("name")
     binary_size = (tensor.get("parameters") or {}).get("binary_data_size")
     if binary_size is not None and binary_size != len(raw):
@@ -228,16 +253,16 @@ def decode_request(body: bytes, header_length: str | None) -> V2Request:
     if name == DIGITS_INPUT:
         if datatype != "UINT8" or not _is_shape(shape, 3) or shape[1:] != [IMAGE_SIZE, IMAGE_SIZE] or shape[0] < 1:
             raise BadRequest(f"{DIGITS_INPUT!r} must be UINT8 [n, {IMAGE_SIZE}, {IMAGE_SIZE}], got {datatype} {shape}.")
-        return V2Request(header.get("id"), _uint8(tensor, raw, binary_size, shape), None, outputs)
+        return V2Request(header.get("id"), _uint8(tensor, raw, binary_size, shape), None, outputs, binary_outputs)
     if name == IMAGES_INPUT:
         if datatype != "BYTES" or not _is_shape(shape, 1) or shape[0] < 1:
             raise BadRequest(f"{IMAGES_INPUT!r} must be BYTES [n], got {datatype} {shape}.")
         if binary_size is not None:
-            return V2Request(header.get("id"), None, decode_bytes_elements(raw, shape[0]), outputs)
+            return V2Request(header.get("id"), None, decode_bytes_elements(raw, shape[0]), outputs, binary_outputs)
         data = tensor.get("data")
         if not isinstance(data, list) or len(data) != shape[0] or not all(isinstance(item, str) for item in data):
             raise BadRequest(f"{IMAGES_INPUT!r} in JSON must be {shape[0]} strings.")
-        return V2Request(header.get("id"), None, [item.encode("utf-8") for item in data], outputs)
+        return V2Request(header.get("id"), None, [item.encode("utf-8") for item in data], outputs, binary_outputs)
     raise BadRequest(f"Unknown input {name!r}; send {DIGITS_INPUT!r} or {IMAGES_INPUT!r}.")
 
 
@@ -270,19 +295,48 @@ def _requested_outputs(requested: Any) -> tuple[str, ...]:
 
 
 def encode_answer(probabilities: np.ndarray, request: V2Request, model_version: str | None = None) -> bytes:
-    """The JSON answer to ``request``: the outputs it asked for, flat, in the order it asked for them."""
-    digits = probabilities.argmax(axis=1).astype(np.int64)
-    tensors = {
-        PROBABILITIES_OUTPUT: {"name": PROBABILITIES_OUTPUT, "datatype": "FP32", "shape": list(probabilities.shape),
-                               "data": probabilities.astype(np.float32).ravel().tolist()},
-        DIGIT_OUTPUT: {"name": DIGIT_OUTPUT, "datatype": "INT64", "shape": [len(digits)], "data": digits.tolist()},
-    }
-    answer: dict[str, Any] = {"model_name": MODEL_NAME, "outputs": [tensors[name] for name in request.outputs]}
+    """The JSON answer to ``request``: the outputs it asked for, flat, in the order it asked for them.
+    Outputs asked for as binary are not in it: see ``encode_binary_answer``."""
+    return encode_binary_answer(probabilities, request, model_version)[0]
+
+
+def encode_binary_answer(probabilities: np.ndarray, request: V2Request,
+                         model_version: str | None = None) -> tuple[bytes, bytes]:
+    """The answer to ``request`` as (JSON header, binary outputs); the binary part is empty unless asked for."""
+    values = {PROBABILITIES_OUTPUT: probabilities.astype("<f4"), DIGIT_OUTPUT: probabilities.argmax(axis=1).astype("<i8")}
+    datatypes = {PROBABILITIES_OUTPUT: "FP32", DIGIT_OUTPUT: "INT64"}
+    tensors, chunks = [], []
+    for name in request.outputs:
+        tensor: dict[str, Any] = {"name": name, "datatype": datatypes[name], "shape": list(values[name].shape)}
+        if name in request.binary_outputs:
+            chunks.append(values[name].tobytes())
+            tensor["parameters"] = {"binary_data_size": len(chunks[-1])}
+        else:
+            tensor["data"] = values[name].ravel().tolist()
+        tensors.append(tensor)
+    answer: dict[str, Any] = {"model_name": MODEL_NAME, "outputs": tensors}
     if model_version is not None:
         answer["model_version"] = model_version
     if request.id is not None:
         answer["id"] = request.id
-    return json.dumps(answer, separators=(",", ":")).encode()
+    return json.dumps(answer, separators=(",", ":")).encode(), b"".join(chunks)
+
+
+def answer_response_parts(probabilities: np.ndarray, request: V2Request,
+                          model_version: str | None = None) -> tuple[bytes, dict[str, str]]:
+    """The whole answer body and its headers: JSON alone, or the JSON header, the binary outputs, and the
+    ``Inference-Header-Content-Length`` that splits them."""
+    header, binary = encode_binary_answer(probabilities, request, model_version)
+    if not binary:
+        return header, {"Content-Type": JSON_TYPE}
+    return header + binary, {"Content-Type": BINARY_TYPE, HEADER_LENGTH: str(len(header))}
+
+
+def _binary_outputs(header: dict, outputs: tuple[str, ...]) -> frozenset[str]:
+    default = bool((header.get("parameters") or {}).get("binary_data_output", False))
+    asked = {item.get("name"): bool((item.get("parameters") or {}).get("binary_data", default))
+             for item in header.get("outputs") or [] if isinstance(item, dict)}
+    return frozenset(name for name in outputs if asked.get(name, default))
 
 
 def error_body(message: str) -> bytes:

@@ -86,9 +86,14 @@ class DomainMetrics:
                                       "Model versions the gate refused, by version and reason", ["version", "reason"])
 
     def record_predictions(self, digits, confidences, protocol: str) -> None:
-        for digit, confidence in zip(digits, confidences):
-            self.predictions.labels(digit=str(int(digit)), protocol=protocol).inc()
-            self.confidence.observe(float(confidence))
+        """Count a batch's predicted digits (one increment per digit value, not per image) and confidences."""
+        import numpy as np
+
+        for digit, count in enumerate(np.bincount(np.asarray(digits, dtype=np.int64), minlength=10)):
+            if count:
+                self.predictions.labels(digit=str(digit), protocol=protocol).inc(int(count))
+        for confidence in np.asarray(confidences, dtype=np.float64).tolist():
+            self.confidence.observe(confidence)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -29,7 +29,7 @@ from starlette.responses import Response
 
 from loadtests.peers.model import PeerModel
 from loadtests.v2wire import (HEADER_LENGTH, INFER_PATH, MODEL_NAME, MODEL_READY_PATH, READY_PATH, BadRequest,
-                              decode_request, encode_answer, error_body)
+                              answer_response_parts, decode_request, error_body)
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ class DigitDeployment:
         except (BadRequest, ValueError) as error:  # ValueError: the service's InputError for a bad image
             return Response(error_body(str(error)), status_code=400, media_type=JSON)
         probabilities = await self.classify(digits)
-        return Response(encode_answer(probabilities, decoded, self.model.version), media_type=JSON)
+        body, headers = answer_response_parts(probabilities, decoded, self.model.version)
+        return Response(body, headers=headers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,8 +65,15 @@ def test_a_run_with_no_requests_has_no_rates():
 
 def test_ratios_compare_the_service_at_64_clients_and_batches_with_the_model_limit(report):
     assert report["ratios"] == pytest.approx(
-        {"service_vs_naive": 600 / 12, "service_vs_handwritten": 600 / 400, "batch_vs_model_limit": 2560 / 12_000}
+        {"service_vs_naive": 600 / 12, "service_vs_handwritten": 600 / 400, "batch_vs_model_limit": 2560 / 12_000,
+         "bulk_vs_model_limit": 2560 / 12_000}
     )
+
+
+def test_the_bulk_ratio_takes_the_best_bulk_path(report):
+    report["service"]["v2_bulk"] = {"images_per_s": 9_000.0}
+    assert bench.ratios(report)["bulk_vs_model_limit"] == pytest.approx(9_000 / 12_000)
+    assert bench.ratios(report)["batch_vs_model_limit"] == pytest.approx(2560 / 12_000)
 
 
 def test_a_missing_server_gives_no_ratio_rather_than_a_wrong_one(report):
@@ -79,7 +86,8 @@ def test_a_missing_server_gives_no_ratio_rather_than_a_wrong_one(report):
 
 def test_the_report_has_the_keys_the_issue_asks_for(report):
     assert {"ratios", "service", "naive", "handwritten", "model_limit", "machine"} <= set(report)
-    assert set(report["ratios"]) == {"service_vs_naive", "service_vs_handwritten", "batch_vs_model_limit"}
+    assert set(report["ratios"]) == {"service_vs_naive", "service_vs_handwritten", "batch_vs_model_limit",
+                                     "bulk_vs_model_limit"}
     for key in ("c1", "c64", "batch"):
         assert RUN_KEYS <= set(report["service"][key])
     assert {"images_per_s", "errors"} <= set(report["service"]["batch"])

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from loadtests.peers.model import PeerModel
 from loadtests.v2wire import (DIGIT_OUTPUT, HEADER_LENGTH, INFER_PATH, READY_PATH, BadRequest, decode_request,
-                              encode_answer, error_body)
+                              answer_response_parts, error_body)
 
 FAULT = os.environ.get("V2_TEST_SERVER_FAULT", "")
 STATE: dict[str, PeerModel] = {}
@@ -43,14 +43,16 @@ async def infer(request: Request) -> Response:
         digits = decoded.digits if decoded.digits is not None else model.normalise(decoded.files)
     except (BadRequest, ValueError) as error:
         return Response(error_body(str(error)), status_code=400, media_type="application/json")
-    body = encode_answer(model.probabilities(digits), decoded, model.version)
+    body, headers = answer_response_parts(model.probabilities(digits), decoded, model.version)
     if FAULT == "digit_shape":
-        answer = json.loads(body)
+        length = int(headers.get(HEADER_LENGTH, len(body)))
+        answer = json.loads(body[:length])
         for tensor in answer["outputs"]:
             if tensor["name"] == DIGIT_OUTPUT:
-                tensor["shape"] = [len(tensor["data"]), 1]
-        body = json.dumps(answer).encode()
-    return Response(body, media_type="application/json")
+                tensor["shape"] = [tensor["shape"][0], 1]
+        header = json.dumps(answer).encode()
+        body, headers = header + body[length:], {**headers, HEADER_LENGTH: str(len(header))} if HEADER_LENGTH in headers else headers
+    return Response(body, headers=headers)
 
 
 @asynccontextmanager
