@@ -165,10 +165,16 @@ def thread_calls(monkeypatch):
     return calls
 
 
-def test_a_small_upload_is_decoded_on_the_event_loop(thread_calls):
+def test_an_mnist_sized_upload_is_decoded_on_the_event_loop(thread_calls):
     engine = make_engine(CountingModel())
-    asyncio.run(engine.normalise(png(100, 100)))
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(digit).save(buffer, format="PNG")
+    asyncio.run(engine.normalise(buffer.getvalue()))
     assert thread_calls == []
+    asyncio.run(engine.normalise(png(56, 56)))  # more pixels than MNIST's: the whole normalisation, in a thread
+    assert thread_calls == [engine.decode_limiter]
 
 
 def test_an_upload_declaring_many_pixels_is_decoded_in_a_thread_whatever_its_size(thread_calls):
