@@ -141,7 +141,9 @@ def test_a_very_short_bench_writes_both_reports(trained, tmp_path):
 
 
 def test_the_sampler_measures_a_busy_child_and_keeps_its_cpu_after_it_exits():
-    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.0\nwhile time.time() < end: pass"])
+    # The child burns one second of CPU time, not of wall time: on a busy machine that takes longer, but
+    # it is still one second of CPU for the sampler to find.
+    child = subprocess.Popen([sys.executable, "-c", "import time\nwhile time.process_time() < 1.0: pass"])
     sampler = bench.TreeSampler(child.pid, interval=0.05)
     child.wait()
     time.sleep(0.3)  # samples after the exit must not lose what it used

@@ -203,7 +203,8 @@ def test_a_report_without_peers_keeps_its_old_shape():
     results = {"service": {"ready_s": 4.0, "rss_mb": 850.0, "c64": run(2000, 70)}}
     machine = {"cpu": "Test CPU", "logical_cpus": 2, "memory_gb": 8.0, "gpus": 0, "load_average_at_start": [0.5, 0, 0]}
     report = bench.build_report(results, machine, bench.BenchConfig(seconds=5), "2026-01-01T00:00:00+00:00")
-    assert set(report["ratios"]) == {"service_vs_naive", "service_vs_handwritten", "batch_vs_model_limit"}
+    assert set(report["ratios"]) == {"service_vs_naive", "service_vs_handwritten", "batch_vs_model_limit",
+                                     "bulk_vs_model_limit"}
     assert "peer_comparison" not in report and "Open Inference Protocol" not in bench.render_markdown(report)
 
 
