@@ -124,6 +124,12 @@ class DigitClassifier:
             preprocessing_version=str(metadata.get("preprocessing_version", "unknown")),
         ).set(1)
         self.metrics.device_info.labels(device=self.device).set(1)
+        # Every inference route's success and 5xx series exist from the start, at 0: Prometheus' rate() needs
+        # a series' earlier value, so a first 503 would otherwise go unseen by the alerts.
+        for template, policy in POLICIES.items():
+            if policy.inference:
+                for status in ("200", "503", "504"):
+                    self.metrics.requests.labels(endpoint=template, method="POST", status=status)
         logger.info("Serving %s on %s (worker %s)", model.tag, self.device, bentoml.server_context.worker_index)
         self.watcher = ModelWatcher(self.engine, self.run_dir, settings.model_poll_s, settings.gate_min_accuracy,
                                     self.metrics)
