@@ -328,6 +328,9 @@ def measure_server(name: str, start: Callable[[], ServerProcess], config: BenchC
         if speaks_v2(server.url):
             result.update(measure_v2(server.url, sampler, config, binary=binary, image_files=image_files,
                                      idle_cores=idle))
+            if name == "service":
+                wait_until_idle(sampler, idle_cores=idle)
+                result["perf_analyzer"] = cross_check(server.url, max(config.concurrency), config)
         result["rss_mb"] = sampler.peak_rss_mb()
         result["rss_total_mb"] = sampler.peak_total_rss_mb()
         result["rss_mb_by_process"] = {str(pid): rss / 2**20 for pid, rss in sampler.peak_rss.items()}
@@ -336,6 +339,18 @@ def measure_server(name: str, start: Callable[[], ServerProcess], config: BenchC
         server.stop()
     logger.info("%s: ready in %.1f s, peak RSS %.0f MB", name, result["ready_s"], result["rss_mb"])
     return result
+
+
+def cross_check(url: str, concurrency: int, config: BenchConfig) -> dict:
+    """Triton's perf_analyzer on the same v2 endpoint as the one-digit Locust runs, or why it could not run."""
+    from loadtests import perf_analyzer
+
+    if problem := perf_analyzer.available():
+        return {"error": problem}
+    try:
+        return perf_analyzer.run(url, concurrency, requests=max(500, int(config.seconds * 200)))
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as error:
+        return {"error": str(error)[-500:]}
 
 
 def service_workers() -> int:
@@ -497,6 +512,15 @@ def render_markdown(report: dict) -> str:
     from loadtests.peers.compare import render_v2
 
     lines += render_v2(report, RATIO_CONCURRENCY)
+    check = service.get("perf_analyzer")
+    if check:
+        run = service.get(f"v2_c{check.get('concurrency')}", {})
+        lines += ["", (f"Cross-check with Triton's perf_analyzer on the service's v2 endpoint, one digit a request "
+                       f"(binary), {check['concurrency']} at a time: {_number(check['rps'])} req/s, p50 "
+                       f"{_number(check['p50_ms'], 1)} ms, p99 {_number(check['p99_ms'], 1)} ms; Locust's one-digit "
+                       f"(JSON) run at the same concurrency: {_number(run.get('rps'))} req/s, p99 "
+                       f"{_number(run.get('p99_ms'), 0)} ms.") if "rps" in check
+                  else f"perf_analyzer did not run: {check['error']}"]
     lines += ["", "Generator CPU is the Locust process's CPU use over the run, in cores; near 1.0 a single "
               "process would be the bottleneck (raise BENCH_LOCUST_PROCESSES). On a small machine the generator "
               "and the server share the cores, so every figure here is a lower bound for the server alone.", ""]
