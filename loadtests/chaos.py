@@ -293,7 +293,7 @@ def _recent_tags(load: Load, seconds: float) -> list[tuple[float, str]]:
 
 # --- ways to register a version while the service runs -------------------------------------------------
 
-TRAINING_ARGS = ("--data", "subset", "--epochs", "3", "--batch-size", "64", "--validation-fraction", "0.1")
+TRAINING_ARGS = ("--preset", "seed", "--data", "subset", "--epochs", "3", "--batch-size", "64", "--validation-fraction", "0.1")
 
 
 def register_by_training(reports: Path) -> str:

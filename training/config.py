@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from training.augment import AugmentSettings
+
+AUGMENTATIONS = ("none", "uploads")
+LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("float32", "bfloat16", "auto")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -18,8 +24,17 @@ class TrainConfig:
     # tuned, does). Measured over seeds 1, 2, 3, 42: 98.52-98.62 % with 0, 98.44-98.54 % with 0.1.
     validation_fraction: float = 0.0
     seed: int = 42
-    augment: bool = False  # light random rotation, shift and zoom of the training images
+    # "none", or "uploads": training/augment.py makes digits look like people's uploads after
+    # normalize_digit (tilt and slant, pen widths, low resolution, blur, writing styles).
+    augment: str = "none"
+    augment_fraction: float = 0.5  # with "uploads": the share of each batch that is augmented
+    augment_settings: AugmentSettings = AugmentSettings()  # with "uploads": how strongly each lever acts
     lr_schedule: str = "constant"  # "constant" or "cosine" (decays to 0 over the run)
+    # What the training arithmetic runs in. "bfloat16" is Keras mixed precision (weights stay float32):
+    # on a CPU with AVX512-BF16 or AMX, 2 epochs took 40 CPU-seconds instead of 65, with the same test
+    # accuracy (98.69 % against 98.63 %). "auto" uses it where the CPU has those instructions and no GPU
+    # is visible. The registered model is float32 either way.
+    precision: str = "float32"
     data: str = "auto"
     preset: str = "seed"
 
@@ -27,17 +42,26 @@ class TrainConfig:
         return asdict(self)
 
 
-# A preset is a named set of overrides; ``python -m training --preset best`` picks one.
+# A preset is a named set of overrides; ``python -m training --preset seed`` picks one. The network is
+# always exactly the seed's; only the data, the augmentation and the schedule differ.
 PRESETS: dict[str, dict] = {
-    # The article, as written: 2 epochs of batch 256.
+    # The default (`make train`, and what `make serve` trains when no model is registered): MNIST made to
+    # look like people's uploads (training/augment.py) on 70 % of each batch, the rest left clean, with a
+    # cosine learning-rate decay; sized so that a first `make serve` on a 2-core CPU stays within 5 minutes.
+    "people": {"epochs": 12, "augment": "uploads", "augment_fraction": 0.7, "lr_schedule": "cosine",
+               "precision": "auto"},
+    # The article, as written: 2 epochs of batch 256, no augmentation.
     "seed": {},
-    # Trains longer with light augmentation and a cosine learning-rate decay, for the best accuracy the
-    # seed's network reaches here. The network itself stays exactly the seed's.
-    "best": {"epochs": 15, "batch_size": 128, "augment": True, "lr_schedule": "cosine", "validation_fraction": 0.1},
+    # The people preset's augmentation on half of each batch, 30 epochs in batches of half the size, for
+    # the best accuracy the seed's network reaches here (17 minutes on the 2-core CPU, shared with other
+    # jobs). It holds 10 % out for validation, since its settings were tuned.
+    "best": {"epochs": 30, "batch_size": 128, "augment": "uploads", "augment_fraction": 0.5,
+             "lr_schedule": "cosine", "validation_fraction": 0.1, "precision": "auto"},
 }
+DEFAULT_PRESET = "people"
 
 
-def make_config(preset: str = "seed", **overrides) -> TrainConfig:
+def make_config(preset: str = DEFAULT_PRESET, **overrides) -> TrainConfig:
     """Return the preset's config with ``overrides`` (those that are not None) applied on top."""
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
@@ -47,6 +71,12 @@ def make_config(preset: str = "seed", **overrides) -> TrainConfig:
         raise ValueError("epochs and batch_size must both be at least 1.")
     if not 0.0 <= config.validation_fraction < 0.5:
         raise ValueError("validation_fraction must be in [0, 0.5).")
-    if config.lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"Unknown lr_schedule {config.lr_schedule!r}; choose constant or cosine.")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"Unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}.")
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {config.precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    if config.augment not in AUGMENTATIONS:
+        raise ValueError(f"Unknown augment {config.augment!r}; choose one of {', '.join(AUGMENTATIONS)}.")
+    if not 0.0 <= config.augment_fraction <= 1.0:
+        raise ValueError("augment_fraction must be in [0, 1].")
     return config

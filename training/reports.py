@@ -36,8 +36,8 @@ def plot_history(path: Path, history: dict[str, list[float]]) -> None:
     plt.close(figure)
 
 
-def plot_confusion_matrix(path: Path, matrix: list[list[int]], accuracy: float) -> None:
-    """The test set's confusion matrix, with counts in each cell."""
+def plot_confusion_matrix(path: Path, matrix: list[list[int]], accuracy: float, title: str = "Test") -> None:
+    """A confusion matrix (the test set's unless ``title`` names another), with counts in each cell."""
     counts = np.asarray(matrix)
     figure, axis = plt.subplots(figsize=(7, 6))
     image = axis.imshow(np.log1p(counts), cmap="Blues")
@@ -48,7 +48,7 @@ def plot_confusion_matrix(path: Path, matrix: list[list[int]], accuracy: float) 
     axis.set_yticks(range(10))
     axis.set_xlabel("predicted digit")
     axis.set_ylabel("true digit")
-    axis.set_title(f"Test confusion matrix (accuracy {accuracy:.2%})")
+    axis.set_title(f"{title} confusion matrix (accuracy {accuracy:.2%})")
     figure.colorbar(image, ax=axis, label="log(1 + count)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)

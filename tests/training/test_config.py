@@ -1,22 +1,31 @@
-"""Training presets: the seed's run by default, and overrides that are checked."""
+"""Training presets: the people preset by default, the seed's run on request, and overrides that are checked."""
 
 from __future__ import annotations
 
 import pytest
 
 from training.config import make_config
+from training.train import parse_args
 
 
-def test_the_default_is_the_articles_run():
+def test_the_default_preset_is_trained_for_peoples_uploads():
     config = make_config()
+    assert config.preset == "people" and parse_args([]).preset == "people"
+    assert config.augment == "uploads" and 0.0 < config.augment_fraction < 1.0  # some clean MNIST stays
+    assert config.epochs > 2 and config.lr_schedule == "cosine"
+    assert config.validation_fraction == 0.0  # nothing is chosen on the test set: it is only watched
+
+
+def test_the_seed_preset_is_the_articles_run():
+    config = make_config("seed")
     assert (config.epochs, config.batch_size, config.learning_rate) == (2, 256, 1e-3)
     assert config.validation_fraction == 0.0  # the article watches the test set; nothing is tuned on it
-    assert not config.augment and config.lr_schedule == "constant"
+    assert config.augment == "none" and config.lr_schedule == "constant"
 
 
 def test_best_preset_trains_longer_with_augmentation_and_a_held_out_split():
     config = make_config("best")
-    assert config.epochs > 2 and config.augment and config.lr_schedule == "cosine"
+    assert config.epochs > make_config().epochs and config.augment != "none" and config.lr_schedule == "cosine"
     assert config.validation_fraction == 0.1
     assert config.preset == "best"
 
@@ -27,7 +36,8 @@ def test_overrides_apply_and_none_means_keep():
 
 
 @pytest.mark.parametrize("overrides", [{"epochs": 0}, {"batch_size": 0}, {"validation_fraction": 0.7},
-                                       {"lr_schedule": "step"}])
+                                       {"lr_schedule": "step"}, {"augment": "heavy"}, {"augment_fraction": 1.5},
+                                       {"precision": "float16"}])
 def test_bad_settings_say_what_is_wrong(overrides):
     with pytest.raises(ValueError):
         make_config(**overrides)
@@ -36,3 +46,19 @@ def test_bad_settings_say_what_is_wrong(overrides):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="Unknown preset 'fast'"):
         make_config("fast")
+
+
+def test_precision_auto_picks_bfloat16_only_where_the_cpu_has_it(monkeypatch):
+    from pathlib import Path
+
+    import tensorflow as tf
+
+    from training.train import resolve_precision
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])  # as on a CPU-only machine
+    assert make_config("seed").precision == "float32"  # the article's run keeps its arithmetic
+    assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
+    monkeypatch.setattr(Path, "read_text", lambda self: "flags : fpu sse2 avx512f avx512_bf16")
+    assert resolve_precision("auto") == "bfloat16"
+    monkeypatch.setattr(Path, "read_text", lambda self: "flags : fpu sse2 avx2")
+    assert resolve_precision("auto") == "float32"

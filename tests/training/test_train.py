@@ -96,3 +96,31 @@ def test_damaged_model_is_a_clear_error(trained, content, message):
         assert "make train" in str(error.value)
     finally:
         bentoml.models.delete(str(broken.tag))
+
+
+def test_every_run_reports_the_person_like_set(trained):
+    from training import registry
+
+    personlike = trained.metrics["personlike"]
+    for split in ("tune", "report"):
+        assert personlike[split]["samples"] in (898, 899)  # 1,797 digits in two halves
+        assert set(personlike[split]["per_class_accuracy"]) == {str(d) for d in range(10)}
+        assert set(personlike[split]["per_style_accuracy"]) == {"photo", "scan", "marker", "pen", "lowres", "canvas"}
+        assert 0.3 < personlike[split]["accuracy"] <= 1.0  # far above chance even for the small test model
+    assert (trained.reports_dir / "personlike_confusion_matrix.png").stat().st_size > 0
+    metadata = registry.get_stored(trained.tag).info.metadata
+    assert metadata["personlike_accuracy"] == pytest.approx(personlike["report"]["accuracy"], abs=1e-5)
+    assert metadata["personlike_min_class_accuracy"] == personlike["report"]["min_class_accuracy"]
+
+
+def test_the_people_preset_trains_on_upload_like_digits(tmp_path):
+    """One short epoch of the default preset on the subset: the augmentation pipeline runs inside fit."""
+    from training.config import make_config
+    from training.train import train
+
+    config = make_config("people", data="subset", epochs=1, batch_size=64, validation_fraction=0.1)
+    result = train(config, reports_dir=tmp_path, register=False)
+    assert result.metrics["hyperparameters"]["augment"] == "uploads"
+    assert result.metrics["hyperparameters"]["augment_settings"]["low_resolution_sizes"] == (7, 12)
+    assert result.metrics["test_accuracy"] > 0.7
+    assert result.tag is None and result.metrics["personlike"]["report"]["accuracy"] > 0.3

@@ -1,0 +1,159 @@
+"""The upload-like augmentations: shapes, determinism, framing like normalize_digit, and each lever's effect."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.preprocessing import DIGIT_BOX, normalize_digit
+from training import augment
+from training.augment import AugmentSettings, augment_batch, frame_like_uploads
+
+OFF = AugmentSettings(rotation_degrees=0.0, shear=0.0, scale=(1.0, 1.0), narrow=(1.0, 1.0), elastic_probability=0.0,
+                      bend_probability=0.0, stroke_probability=0.0, low_resolution_probability=0.0,
+                      blur_probability=0.0, style_probability=0.0)
+
+
+@pytest.fixture(scope="module")
+def digits(subset_data) -> tuple[np.ndarray, np.ndarray]:
+    """200 MNIST digits, 20 of each, and their labels."""
+    index = np.concatenate([np.flatnonzero(subset_data.y_train == d)[:20] for d in range(10)])
+    return subset_data.x_train[index], subset_data.y_train[index]
+
+
+def ink(images: np.ndarray) -> np.ndarray:
+    return images.astype(np.float32) / 255.0
+
+
+def test_augmented_digits_are_mnist_shaped_and_framed(digits):
+    images, labels = digits
+    out = augment_batch(images, labels, np.random.default_rng(0), AugmentSettings())
+    assert out.shape == images.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, images)
+    for digit in out:
+        rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+        assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= DIGIT_BOX  # fitted into the 20x20 box
+        weights = digit.astype(np.float64)
+        centre = (weights.sum(axis=1) @ np.arange(28) / weights.sum(), weights.sum(axis=0) @ np.arange(28) / weights.sum())
+        assert np.allclose(centre, 14.0, atol=1.0)  # centred by mass, as MNIST and normalize_digit do
+
+
+def test_the_same_seed_gives_the_same_digits(digits):
+    images, labels = digits
+    first = augment_batch(images, labels, np.random.default_rng(5), AugmentSettings())
+    again = augment_batch(images, labels, np.random.default_rng(5), AugmentSettings())
+    other = augment_batch(images, labels, np.random.default_rng(6), AugmentSettings())
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_with_every_lever_off_a_digit_is_only_reframed(digits):
+    images, labels = digits
+    out = augment_batch(images, labels, np.random.default_rng(0), OFF)
+    np.testing.assert_array_equal(out, frame_like_uploads(ink(images)))
+    assert np.abs(out.astype(int) - images).mean() < 8  # MNIST digits are already framed this way
+
+
+def test_bad_input_is_refused_with_a_sentence(digits):
+    images, labels = digits
+    with pytest.raises(ValueError, match="uint8"):
+        augment_batch(images.astype(np.float32), labels, np.random.default_rng(0), OFF)
+    with pytest.raises(ValueError, match="labels"):
+        augment_batch(images, labels[:3], np.random.default_rng(0), OFF)
+
+
+@pytest.mark.parametrize("scale", [1.5, 2.0, 3.0])
+def test_framing_matches_normalize_digit_on_clean_uploads(digits, scale):
+    """The vectorised framing gives what the service's normalize_digit gives for the same clean picture."""
+    images, _ = digits
+    side = round(28 * scale)
+    big = np.stack([np.asarray(Image.fromarray(d).resize((side, side), Image.Resampling.BILINEAR)) for d in images])
+    service = np.stack([normalize_digit(255 - page) for page in big])  # dark ink on white paper
+    ours = frame_like_uploads(ink(big))
+    difference = np.abs(service.astype(int) - ours.astype(int))
+    assert difference.mean() < 0.5  # grey levels of 255
+    assert np.mean(difference.reshape(len(images), -1).max(axis=1) <= 16) >= 0.97
+
+
+@pytest.mark.parametrize("kernel, resample", [("lanczos", Image.Resampling.LANCZOS),
+                                               ("bilinear", Image.Resampling.BILINEAR),
+                                               ("bicubic", Image.Resampling.BICUBIC)])
+def test_resample_matrices_reproduce_pillow(kernel, resample):
+    """The matrix form of a crop-and-resize equals cropping and then Pillow's own ``resize``, as
+    normalize_digit does."""
+    rng = np.random.default_rng(0)
+    image = rng.random((28, 28)).astype(np.float32)
+    for top, left, height, width, out_h, out_w in [(3, 5, 17, 11, 20, 13), (0, 0, 28, 28, 20, 20), (6, 2, 9, 9, 20, 20)]:
+        crop = image[top : top + height, left : left + width]
+        expected = np.asarray(Image.fromarray(crop, mode="F").resize((out_w, out_h), resample))
+        rows = augment.resample_matrices(np.array([top]), np.array([height]), 28, 20, np.array([out_h]), kernel)
+        cols = augment.resample_matrices(np.array([left]), np.array([width]), 28, 20, np.array([out_w]), kernel)
+        ours = (rows[0] @ image @ cols[0].T)[:out_h, :out_w]
+        np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+
+def test_thicker_and_thinner_pens(digits):
+    images, _ = digits
+    before = ink(images)
+    thicker = augment._shifted_extreme(before, np.maximum, square=True)
+    assert (thicker > 0.5).sum() > 1.5 * (before > 0.5).sum()
+    changed = augment.stroke_width(before, np.random.default_rng(0), replace(OFF, stroke_probability=1.0))
+    areas_before, areas_after = (before > 0.5).sum(axis=(1, 2)), (changed > 0.5).sum(axis=(1, 2))
+    assert (areas_after > areas_before).any() and (areas_after < areas_before).any()
+
+
+def test_low_resolution_keeps_the_digit_but_only_a_grid_of_cells(digits):
+    images, _ = digits
+    before = ink(images)
+    settings = replace(OFF, low_resolution_probability=1.0, low_resolution_sizes=(8, 8))
+    out = augment.low_resolution(before, np.random.default_rng(0), settings)
+    assert out.shape == images.shape and 0.0 <= out.min() and out.max() <= 1.0
+    assert np.abs(out - before).mean() > 0.02  # the detail is gone...
+    mass_before, mass_after = before.sum(axis=(1, 2)), out.sum(axis=(1, 2))
+    assert np.median(np.abs(mass_after / mass_before - 1.0)) < 0.1  # ...but the ink is where it was
+    # The nearest filter copies each of the 8 cells into a block of whole pixels.
+    top, left, side = augment._square_boxes(before)
+    nearest = augment._upsample_matrices(top, side, np.full(len(images), 8), 8, 28, np.zeros(len(images), int))
+    assert set(np.unique(nearest).tolist()) <= {0.0, 1.0} and (nearest.sum(axis=2) <= 1).all()
+    assert (nearest.sum(axis=1) > 0).all()  # every cell shows
+
+
+def test_blur_spreads_ink(digits):
+    images, _ = digits
+    out = augment.blur(ink(images), np.random.default_rng(0), replace(OFF, blur_probability=1.0))
+    assert ((out > 0.05).sum() > (ink(images) > 0.05).sum()) and out.max() < ink(images).max()
+
+
+def test_writing_styles_change_only_ones_fours_sevens_and_nines(digits):
+    images, labels = digits
+    before = ink(images)
+    out = augment.writing_styles(before, labels, np.random.default_rng(0), replace(OFF, style_probability=1.0))
+    changed = np.flatnonzero(np.abs(out - before).max(axis=(1, 2)) > 0)
+    assert set(labels[changed].tolist()) == {1, 4, 7, 9}
+    ones = labels == 1  # every 1 gets a flag, and some a foot
+    area = lambda x: (x > 0.5).sum(axis=(1, 2))  # noqa: E731
+    assert np.all(area(out[ones]) > area(before[ones]))
+    drawn = np.isin(labels, (1, 4, 7))  # flags, feet, bars and closing strokes only ever add ink
+    assert (out[drawn] >= before[drawn] - 1e-6).all()
+    nines = labels == 9  # a curled tail moves the bottom of a 9 to the left
+    centre_col = lambda x: (x[:, 20:, :].sum(axis=1) * np.arange(28)).sum(axis=1) / x[:, 20:, :].sum(axis=(1, 2))  # noqa: E731
+    assert np.mean(centre_col(out[nines]) < centre_col(before[nines])) > 0.9
+
+
+def test_each_training_batch_is_seeded_by_its_number(digits):
+    """The tf.data pipeline's augmentation gives the same batch for the same number, so a run repeats."""
+    from training.config import make_config
+    from training.train import upload_augmenter
+
+    images, labels = digits
+    augment = upload_augmenter(make_config("people"))
+    first, again, next_batch = augment(np.int64(3), images, labels), augment(np.int64(3), images, labels), \
+        augment(np.int64(4), images, labels)
+    assert first.shape == (len(images), 28, 28, 1) and first.dtype == np.float32
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, next_batch)
+    untouched = np.all(first[..., 0] == images / np.float32(255.0), axis=(1, 2))
+    assert 0.1 < untouched.mean() < 0.5  # about 30 % of each batch stays clean MNIST

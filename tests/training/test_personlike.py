@@ -1,0 +1,88 @@
+"""The person-like evaluation set: seeded renders in every style, all readable by the service, and the report."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.preprocessing import NUM_CLASSES
+from training import personlike
+from training.personlike import STYLES, build_personlike_set, evaluate_personlike, preprocess_uploads
+
+SAMPLE = 60  # ten of each style
+
+
+@pytest.fixture(scope="module")
+def sample() -> personlike.PersonlikeSet:
+    return build_personlike_set(limit=SAMPLE)
+
+
+def test_writers_digits_come_from_a_package():
+    images, labels = personlike.load_writer_digits()
+    assert images.shape == (1797, 8, 8) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() == 1.0
+    assert np.bincount(labels, minlength=NUM_CLASSES).min() >= 170  # about 180 of each digit
+
+
+def test_renders_are_seeded(sample):
+    assert build_personlike_set(limit=SAMPLE).uploads == sample.uploads
+    assert build_personlike_set(seed=personlike.RENDER_SEED + 1, limit=SAMPLE).uploads != sample.uploads
+
+
+def test_every_style_is_rendered_the_way_people_upload(sample):
+    assert set(sample.styles) == set(STYLES)
+    formats = set()
+    for upload, style in zip(sample.uploads, sample.styles):
+        image = Image.open(io.BytesIO(upload))
+        formats.add(image.format)
+        if style == "canvas":  # the drawing page's PNG: white strokes on its black 280x280 pad
+            assert image.format == "PNG" and image.size == (personlike.CANVAS_SIDE, personlike.CANVAS_SIDE)
+            assert np.median(np.asarray(image.convert("L"))) == 0
+        else:  # dark ink on light paper, 36-150 px
+            assert max(image.size) <= personlike.UPLOAD_SIDES[1] and min(image.size) >= personlike.UPLOAD_SIDES[0] // 2
+            assert np.median(np.asarray(image.convert("L"))) > 128
+        if style == "photo":
+            assert image.format == "JPEG"
+    assert formats == {"PNG", "JPEG"}
+
+
+def test_every_upload_is_a_digit_the_service_reads(sample):
+    digits = preprocess_uploads(sample.uploads)  # raises if any upload had no ink or could not be decoded
+    assert digits.shape == (SAMPLE, 28, 28) and digits.dtype == np.uint8
+    assert (digits.reshape(SAMPLE, -1).max(axis=1) == 255).all()
+
+
+def test_halves_split_the_file_in_two():
+    splits = personlike.split_of(11)
+    assert splits.tolist() == ["tune"] * 5 + ["report"] * 6
+
+
+def test_report_counts_each_split_class_and_style(sample):
+    def oracle(batch: np.ndarray) -> np.ndarray:  # a model that is always right, by looking the answer up
+        return np.eye(NUM_CLASSES)[sample.labels[: len(batch)]]
+
+    result = evaluate_personlike(oracle, sample)
+    assert result["tune"]["accuracy"] == 1.0 and result["tune"]["samples"] == SAMPLE
+    assert set(result["tune"]["per_style_accuracy"]) == set(STYLES)
+    assert "report" not in result  # the first 60 digits all fall in the tuning half
+
+    def always_seven(batch: np.ndarray) -> np.ndarray:
+        return np.tile(np.eye(NUM_CLASSES)[7], (len(batch), 1))
+
+    result = evaluate_personlike(always_seven, sample)
+    assert result["tune"]["accuracy"] == pytest.approx(np.mean(sample.labels == 7))
+    assert result["tune"]["min_class_accuracy"] == 0.0
+
+
+def test_without_scikit_learn_training_skips_it_and_says_so(monkeypatch, caplog):
+    from training import train
+
+    def unavailable(*args, **kwargs):
+        raise personlike.PersonlikeUnavailable("The person-like set needs scikit-learn.")
+
+    monkeypatch.setattr(train, "build_personlike_set", unavailable)
+    assert train.evaluate_personlike_if_available(lambda batch: batch) is None
+    assert "Skipping the person-like evaluation" in caplog.text
