@@ -15,7 +15,7 @@ HOST ?= http://127.0.0.1:$(PORT)
 TRAIN_ARGS ?=
 BENCH_SERVERS ?= service,handwritten,naive,kserve,mlserver,rayserve
 
-.PHONY: install system-deps v2-clients data train train-best reference serve test test-fast bento image bench bench-peers loadtest loadtest-ui gpu-check clean
+.PHONY: chaos rollback install system-deps v2-clients data train train-best reference serve test test-fast bento image bench bench-peers loadtest loadtest-ui gpu-check clean
 
 install: $(STAMP)  ## create .venv and install the project (editable, with the dev extra); idempotent
 
@@ -70,7 +70,7 @@ $(PERF_ANALYZER): | $(STAMP)
 data: install  ## fetch, verify and cache full MNIST
 	$(PY) -m training.data
 
-train: data  ## train the seed's CNN and register it (TRAIN_ARGS="--preset best" for the best accuracy)
+train: data  ## train the default (people) preset and register it (TRAIN_ARGS="--preset seed" for the article's run)
 	$(PY) -m training $(TRAIN_ARGS)
 
 train-best: data
@@ -114,8 +114,29 @@ loadtest: install  ## headless Locust against a running service: make loadtest H
 loadtest-ui: install  ## Locust's web UI on :8089
 	$(VENV)/bin/locust -f loadtests/locustfile.py -H $(HOST)
 
+.PHONY: soak overload memory
+
+soak: install  ## SOAK_MINUTES (10) at 70 % of the measured capacity, minute by minute; writes reports/soak.{json,md}
+	@$(PY) -m training.registry --check || $(MAKE) --no-print-directory train
+	$(PY) -m loadtests.soak
+
+overload: install  ## 8x the concurrency where throughput peaks: accepted, refused (503) and failed; reports/overload.{json,md}
+	@$(PY) -m training.registry --check || $(MAKE) --no-print-directory train
+	$(PY) -m loadtests.overload
+
+memory: install  ## each worker's RSS after the largest accepted and refused requests; reports/memory.{json,md}
+	@$(PY) -m training.registry --check || $(MAKE) --no-print-directory train
+	$(PY) -m loadtests.memory
+
+chaos: install  ## SIGTERM, kill -9 of a worker, a new and a refused model version, each under load; reports/chaos.{json,md}
+	@$(PY) -m training.registry --check || $(MAKE) --no-print-directory train
+	$(PY) -m loadtests.chaos all
+
+rollback: install  ## serve the version before the newest again, with no restart: make rollback [VERSION=mnist_cnn:...]
+	$(PY) -m training.registry --promote $${VERSION:-$$($(PY) -m training.registry --previous)}
+
 gpu-check: install  ## is a GPU found and used, and how fast is a large batch on it
 	$(PY) -m service.gpu_check
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(PEERS_DIR) $(KSERVE_VENV) build dist *.egg-info .pytest_cache
