@@ -135,7 +135,7 @@ class Guard:
             self.in_flight += 1
             domain_metrics().in_progress.labels(endpoint=template).inc()
         try:
-            await self._run(scope, receive, send, policy, protocol)
+            await self._run(scope, receive, send, headers, policy, protocol)
         finally:
             if admitted:
                 self.in_flight -= 1
@@ -185,10 +185,11 @@ class Guard:
                     f"{self.settings.max_upload_bytes:,} ({variable}).")
         return f"The request body has {size:,} bytes; the limit is {limit:,} ({variable})."
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send, policy: RoutePolicy | None, protocol: str) -> None:
+    async def _run(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str],
+                   policy: RoutePolicy | None, protocol: str) -> None:
         """Call the app with the body limit, the body and request timeouts, and the error shape applied."""
         body = policy.body if policy and scope["method"] == "POST" else None
-        limit = self.body_limit(body, _headers(scope)) if body else None
+        limit = self.body_limit(body, headers) if body else None
         state = _RequestState()
 
         async def limited_receive() -> Message:
@@ -206,7 +207,7 @@ class Guard:
             if message["type"] == "http.request":
                 state.received += len(message.get("body", b""))
                 if limit is not None and state.received > limit:
-                    state.failure = errors.UploadTooLarge(self._too_large_sentence(body, _headers(scope), state.received))
+                    state.failure = errors.UploadTooLarge(self._too_large_sentence(body, headers, state.received))
                     return {"type": "http.disconnect"}
                 state.body_complete = not message.get("more_body", False)
             return message
