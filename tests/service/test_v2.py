@@ -251,3 +251,20 @@ def test_v2_requests_are_counted_with_their_protocol(client, subset_data):
     text = client.get("/metrics").text
     assert 'protocol="v2"' in text
     assert 'digitserve_http_requests_total{endpoint="/v2/models/{name}/infer",method="POST",status="200"}' in text
+
+
+def test_both_readiness_routes_turn_503_while_the_worker_drains(client):
+    import bentoml
+
+    engine = bentoml.get_current_service().engine
+    engine.ready = False  # what the worker's SIGTERM handler does first (service/lifecycle.py)
+    try:
+        v2 = client.get("/v2/health/ready")
+        assert v2.status_code == 503 and v2.json()["ready"] is False and v2.json()["reason"] == "not_ready"
+        assert client.get("/v2/models/mnist_cnn/ready").status_code == 503
+        readyz = client.get("/readyz")
+        assert readyz.status_code == 503 and readyz.json()["reason"] == "not_ready"
+        assert client.get("/v2/health/live").status_code == 200  # alive all the same
+    finally:
+        engine.ready = True
+    assert client.get("/readyz").status_code == 200
