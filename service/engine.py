@@ -10,7 +10,8 @@ Where work runs, per worker process:
 - the event loop reads a single upload's header (its format and declared size) when the file is small,
   and decodes it there too when it declares few pixels: a thread hop would cost more than the decode;
 - larger uploads, and every request of several images, are decoded in a thread under ``decode_limiter``
-  (``DECODE_THREADS`` at a time, which also bounds the memory that decoding can hold at once);
+  (``DECODE_THREADS`` at a time), and only while the images being decoded declare at most
+  ``DIGITSERVE_MAX_PIXELS`` pixels together (``pixel_budget``), which bounds the memory decoding holds;
 - the model runs in a thread under the batcher's own limiter, so it never waits behind a decode.
 """
 
@@ -30,6 +31,7 @@ from models.preprocessing import IMAGE_SIZE, to_model_input
 from service import errors
 from service.batching import Batcher
 from service.imaging import normalise_image, open_image
+from service.memory import PixelBudget
 from service.metrics import DomainMetrics
 from service.served_model import ServedModel
 from service.settings import Settings
@@ -72,6 +74,7 @@ class Engine:
         self.settings = settings
         self.metrics = metrics
         self.decode_limiter = anyio.CapacityLimiter(DECODE_THREADS)
+        self.pixel_budget = PixelBudget(settings.max_pixels)  # bounds the memory decoding holds at once
         self.batcher: Batcher[Prediction] = Batcher(self._run_model, max_batch_size=settings.max_batch_size)
 
     # --- the model ------------------------------------------------------------------------------
@@ -120,14 +123,13 @@ class Engine:
         self.check_count(len(uploads))
         if len(uploads) == 1 and len(uploads[0]) <= INLINE_HEADER_BYTES:
             images = self._open_all(uploads)
-            if images[0].width * images[0].height <= INLINE_DECODE_PIXELS:
-                return self._decode_all(images)
+        else:  # several files, or a big one: even their headers are read in a thread
+            images = await anyio.to_thread.run_sync(self._open_all, uploads, limiter=self.decode_limiter)
+        pixels = sum(image.width * image.height for image in images)
+        if len(images) == 1 and pixels <= INLINE_DECODE_PIXELS:
+            return self._decode_all(images)
+        async with self.pixel_budget.hold(pixels):
             return await anyio.to_thread.run_sync(self._decode_all, images, limiter=self.decode_limiter)
-        # Several images, or a big file: one hop to a thread for the whole request.
-        return await anyio.to_thread.run_sync(self._open_and_decode_all, uploads, limiter=self.decode_limiter)
-
-    def _open_and_decode_all(self, uploads: Sequence[bytes]) -> np.ndarray:
-        return self._decode_all(self._open_all(uploads))
 
     def _open_all(self, uploads: Sequence[bytes]) -> list[Image.Image]:
         """Each upload's checked header (nothing decoded yet), then the request's pixel budget."""

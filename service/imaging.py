@@ -245,21 +245,27 @@ def _to_grayscale(image: Image.Image) -> Image.Image:
 def _scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     """Scale high-bit-depth grey levels to 0..255.
 
-    16-bit modes divide by 257 (65535 -> 255). For 32-bit integer and float pixels the range decides:
-    floats in [0, 1] are multiplied by 255, values already in 0..255 are kept, values in 0..65535 are
-    treated as 16-bit, and anything else is stretched from its minimum to its maximum.
+    16-bit modes divide by 257 (65535 -> 255), in integers. For 32-bit integer and float pixels the range
+    decides: floats in [0, 1] are multiplied by 255, values already in 0..255 are kept, values in 0..65535
+    are treated as 16-bit, and anything else is stretched from its minimum to its maximum. The work is done
+    in place on one float32 copy: a 40-megapixel image must not cost a gigabyte of temporaries.
     """
-    values = values.astype(np.float64)
-    values = np.where(np.isfinite(values), values, 0.0)  # float TIFFs may hold NaN or infinity
-    low, high = float(values.min()), float(values.max())
     if mode in _SIXTEEN_BIT_MODES:
-        scaled = values / 257.0
-    elif mode == "F" and low >= 0.0 and high <= 1.0:
-        scaled = values * 255.0
+        return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(v / 257)
+    values = values.astype(np.float32)
+    np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)  # float TIFFs may hold NaN or infinity
+    low, high = float(values.min()), float(values.max())
+    if mode == "F" and low >= 0.0 and high <= 1.0:
+        values *= 255.0
     elif low >= 0.0 and high <= 255.0:
-        scaled = values
+        pass
     elif low >= 0.0 and high <= 65535.0:
-        scaled = values / 257.0
+        values /= 257.0
+    elif high > low:
+        values -= low
+        values *= 255.0 / (high - low)
     else:
-        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        values[...] = 0.0
+    np.rint(values, out=values)
+    np.clip(values, 0, 255, out=values)
+    return values.astype(np.uint8)

@@ -24,6 +24,7 @@ from service.app import POLICIES, create_app
 from service.device import configure_tensorflow, count_gpus, worker_count
 from service.guard import Guard
 from service.lifecycle import Drain
+from service.memory import FreedMemoryReturner
 from service.metrics import domain_metrics
 from service.openapi import build_document
 from service.settings import get_settings
@@ -135,6 +136,7 @@ class DigitClassifier:
                                     self.metrics)
         if bentoml.server_context.worker_index is not None:  # a `bentoml serve` worker, not an in-process app
             self.watcher.start()
+            FreedMemoryReturner().start()
             Drain(settings.drain_delay_s, settings.request_timeout_s, on_draining=self._draining).install()
 
     def _draining(self) -> None:
