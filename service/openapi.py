@@ -70,6 +70,21 @@ def health_paths() -> dict[str, Any]:
     return paths
 
 
+def _drop_fastapis_validation_answers(document: dict[str, Any]) -> None:
+    """FastAPI lists a 422 with its own validation-error body on every route with parameters; the service
+    answers a request that fails validation with a 400 and its own error body (service.app), so those
+    entries would be untrue."""
+    fastapi_body = "#/components/schemas/HTTPValidationError"
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            answer = operation.get("responses", {}).get("422", {})
+            if answer.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref") == fastapi_body:
+                del operation["responses"]["422"]
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+
+
 class Document:
     """A finished OpenAPI document in the form BentoML's ``/docs.json`` view asks for (``.asdict()``)."""
 
@@ -80,9 +95,19 @@ class Document:
         return self.document
 
 
-def build_document(app) -> Document:
-    """FastAPI's document for ``app`` with the health routes added."""
+def build_document(app, extra_models: tuple = ()) -> Document:
+    """FastAPI's document for ``app`` with the health routes added, and the schemas of ``extra_models``
+    (pydantic models a route reads itself, so FastAPI does not list them) in its components."""
+    from pydantic.json_schema import models_json_schema
+
     document = dict(app.openapi())
+    _drop_fastapis_validation_answers(document)
     document["paths"] = {**health_paths(), **document["paths"]}
     document["servers"] = [{"url": "."}]
+    if extra_models:
+        _, schemas = models_json_schema([(model, "validation") for model in extra_models],
+                                        ref_template="#/components/schemas/{model}")
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        for name, schema in schemas.get("$defs", {}).items():
+            components.setdefault(name, schema)
     return Document(document)

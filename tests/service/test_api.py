@@ -309,3 +309,19 @@ def test_domain_metrics_after_traffic(client, subset_data):
     assert 'le="0.0001"' in text  # sub-millisecond buckets
     # Series an alert divides by exist from the start, at 0, so the first 503 of a route is seen by rate().
     assert 'digitserve_http_requests_total{endpoint="/v2/models/{name}/infer",method="POST",status="503"} 0.0' in text
+
+
+def test_the_openapi_document_lists_only_what_the_service_answers(client):
+    """Every error answer has the service's error body; FastAPI's own 422 validation body never occurs."""
+    spec = client.get("/docs.json").json()
+    text = json.dumps(spec)
+    assert "HTTPValidationError" not in text
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for status, answer in operation["responses"].items():
+                if status.startswith(("4", "5")) and "application/json" in answer.get("content", {}):
+                    schema = answer["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, method, status)
+    refs = {part.split('"')[0] for part in text.split('"$ref": "#/components/schemas/')[1:]}
+    assert refs <= set(spec["components"]["schemas"]), "a reference to a schema the document does not hold"
+    assert spec["paths"]["/infer"]["post"]["responses"].keys() >= {"400", "413", "415"}
