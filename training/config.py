@@ -48,7 +48,7 @@ PRESETS: dict[str, dict] = {
     # The default (`make train`, and what `make serve` trains when no model is registered): MNIST made to
     # look like people's uploads (training/augment.py) on 70 % of each batch, the rest left clean, with a
     # cosine learning-rate decay; sized so that a first `make serve` on a 2-core CPU stays within 5 minutes.
-    "people": {"epochs": 12, "augment": "uploads", "augment_fraction": 0.7, "lr_schedule": "cosine",
+    "people": {"epochs": 10, "augment": "uploads", "augment_fraction": 0.7, "lr_schedule": "cosine",
                "precision": "auto"},
     # The article, as written: 2 epochs of batch 256, no augmentation.
     "seed": {},
