@@ -52,7 +52,7 @@ def worker_count(configured: int | None) -> int:
     return gpus if gpus else min(usable_cpus(), MAX_CPU_WORKERS)
 
 
-def configure_tensorflow(worker_index: int, cpu_threads: int) -> str:
+def configure_tensorflow(worker_index: int, cpu_threads: int, parallel_calls: int = 1) -> str:
     """Pin this worker to one GPU (worker i takes GPU i mod n) or to ``cpu_threads`` CPU threads.
 
     Must run before TensorFlow executes anything. Returns the device in use, e.g. ``GPU:0 (NVIDIA H200)``
@@ -64,7 +64,8 @@ def configure_tensorflow(worker_index: int, cpu_threads: int) -> str:
     try:
         if not gpus:
             tf.config.threading.set_intra_op_parallelism_threads(cpu_threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
+            # One inter-op thread per model call that may run at once (service.engine splits large batches).
+            tf.config.threading.set_inter_op_parallelism_threads(parallel_calls)
             return "CPU"
         gpu = gpus[(worker_index - 1) % len(gpus)]  # BentoML numbers workers from 1
         tf.config.set_visible_devices(gpu, "GPU")

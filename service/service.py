@@ -21,7 +21,7 @@ import bentoml
 from bentoml.exceptions import NotFound
 
 from service.app import POLICIES, create_app
-from service.device import configure_tensorflow, count_gpus, worker_count
+from service.device import configure_tensorflow, count_gpus, usable_cpus, worker_count
 from service.guard import Guard
 from service.lifecycle import Drain
 from service.memory import FreedMemoryReturner
@@ -104,7 +104,10 @@ class DigitClassifier:
     bento_model, run_dir = _pin_model()  # the model reference at class scope, so a Bento packs it
 
     def __init__(self) -> None:
-        self.device = configure_tensorflow(bentoml.server_context.worker_index or 1, settings.threads)
+        # On the CPU a large batch runs as one model call per core at once (Engine._infer); a GPU takes it whole.
+        self.parallel_calls = 1 if GPU_COUNT else usable_cpus()
+        self.device = configure_tensorflow(bentoml.server_context.worker_index or 1, settings.threads,
+                                           self.parallel_calls)
         if settings.gc_freeze:
             # TensorFlow and Keras leave ~10^5 long-lived objects; moved out of the collector's sight, they
             # no longer make every full collection (a pause of tens of ms under load) walk them. The model
@@ -120,7 +123,7 @@ class DigitClassifier:
             raise
 
         self.metrics = domain_metrics()
-        self.engine = Engine(model, settings, self.metrics, device=self.device)
+        self.engine = Engine(model, settings, self.metrics, device=self.device, parallel_calls=self.parallel_calls)
         metadata = model.metadata
         self.metrics.model_info.labels(
             tag=model.tag,

@@ -106,6 +106,30 @@ def test_a_batch_never_exceeds_max_batch_size_but_a_large_request_is_not_split()
     assert [int(d) for d in results[-1].digits] == [i % 10 for i in range(20)]
 
 
+def test_a_large_batch_runs_as_parallel_parts_in_order():
+    """With parallel_calls, a batch of at least two PART_MIN_DIGITS parts is split, the parts run at once in
+    different threads, and the rows come back in the request's order."""
+    import threading
+
+    threads: set[str] = set()
+    inner = CountingModel(delay=0.05)
+
+    def model(images):
+        threads.add(threading.current_thread().name)
+        return inner(images)
+
+    engine = Engine(served(model), Settings(max_batch_size=64), domain_metrics(), parallel_calls=2)
+    values = [i % 250 for i in range(256)]
+    prediction = asyncio.run(engine.predict(digits(*values), "v2"))
+    assert sorted(inner.calls) == [128, 128]
+    assert len(threads) == 2
+    assert list(prediction.digits) == [value % 10 for value in values]
+
+    inner.calls.clear()
+    asyncio.run(engine.predict(digits(*values[:127]), "v2"))  # too small for two parts of 64
+    assert inner.calls == [127]
+
+
 def test_a_failing_model_call_fails_its_requests_only():
     calls = []
 
