@@ -114,7 +114,10 @@ loadtest: install  ## headless Locust against a running service: make loadtest H
 loadtest-ui: install  ## Locust's web UI on :8089
 	$(VENV)/bin/locust -f loadtests/locustfile.py -H $(HOST)
 
-.PHONY: soak overload memory
+.PHONY: soak overload memory fuzz
+
+fuzz: install  ## schemathesis over the live service's OpenAPI, longer than make test's: FUZZ_EXAMPLES (300), FUZZ_SEED
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_fuzz.py
 
 soak: install  ## SOAK_MINUTES (10) at 70 % of the measured capacity, minute by minute; writes reports/soak.{json,md}
 	@$(PY) -m training.registry --check || $(MAKE) --no-print-directory train
