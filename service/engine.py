@@ -104,7 +104,7 @@ class Engine:
         connections all land on one worker (the first process the kernel wakes accepts them), and then that
         worker alone would run every bulk call on one core while its sibling idles. Parts of at least
         PART_MIN_DIGITS, run concurrently (TensorFlow's inter-op threads allow it), use the idle cores.
-        Measured with ``make bench`` on 2 cores: bulk v2, 2 clients x 256 digits, 6,500 -> 11,000 images/s.
+        Measured with ``make bench`` on 2 cores: bulk v2, 2 clients x 256 digits, 6,761 -> 11,228 images/s.
         """
         parts = min(self.parallel_calls, len(digits) // PART_MIN_DIGITS)
         if parts < 2:
