@@ -46,9 +46,11 @@ class TrainConfig:
 # always exactly the seed's; only the data, the augmentation and the schedule differ.
 PRESETS: dict[str, dict] = {
     # The default (`make train`, and what `make serve` trains when no model is registered): MNIST made to
-    # look like people's uploads (training/augment.py) on 70 % of each batch, the rest left clean, with a
+    # look like people's uploads (training/augment.py) on 30 % of each batch, the rest left clean, with a
     # cosine learning-rate decay; sized so that a first `make serve` on a 2-core CPU stays within 5 minutes.
-    "people": {"epochs": 10, "augment": "uploads", "augment_fraction": 0.7, "lr_schedule": "cosine",
+    # The share was chosen on the person-like set's tuning half (full 10-epoch runs, seed 42): 70 % 92.5 %,
+    # 50 % 92.4 %, 30 % 93.3 %, 15 % 93.3 % (30 % with the higher lowest digits), MNIST test 98.87-99.10 %.
+    "people": {"epochs": 10, "augment": "uploads", "augment_fraction": 0.3, "lr_schedule": "cosine",
                "precision": "auto"},
     # The article, as written: 2 epochs of batch 256, no augmentation.
     "seed": {},
