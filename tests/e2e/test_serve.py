@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from service.memory import TRIM_WHEN_FREE_GROWS
 from tests.server import ServerFailed, free_port, start_server
 from tests.uploads import encode
 
@@ -117,13 +118,21 @@ def test_bad_inputs_neither_crash_nor_leak(trained, subset_data):
         for _ in range(20):  # warm-up: allocator pools, caches
             send_bad_round()
         before = rss_mb()
-        for _ in range(150):  # 1,050 bad requests
+        for _ in range(75):  # 525 bad requests
+            send_bad_round()
+        middle = rss_mb()
+        for _ in range(75):  # 525 more
             send_bad_round()
         after = rss_mb()
         assert client.post("/classify", files={"image": ("d.png", good)}).status_code == 200
         assert all(worker.is_running() for worker in workers)
-    print(f"worker RSS {before:.0f} MB -> {after:.0f} MB over 1,050 bad requests")
-    assert after - before < 30, f"workers grew from {before:.0f} MB to {after:.0f} MB over 1,050 bad requests"
+    print(f"worker RSS {before:.0f} -> {middle:.0f} -> {after:.0f} MB over 2 x 525 bad requests")
+    # A leak grows with every request, in both halves alike. Freed heap that glibc keeps is no leak: it levels
+    # off, and service/memory.py returns it once it passes TRIM_WHEN_FREE_GROWS a worker, so the whole run
+    # may hold up to that much a worker, but the second half adds little.
+    assert after - middle < 20, f"workers grew from {middle:.0f} to {after:.0f} MB over the second 525 bad requests"
+    assert after - before < len(workers) * TRIM_WHEN_FREE_GROWS / 2**20, \
+        f"workers grew from {before:.0f} to {after:.0f} MB over 1,050 bad requests"
 
 
 def serve_until_exit(env: dict, timeout: float = 90) -> tuple[int, str, float]:
