@@ -66,7 +66,7 @@ from loadtests.reliability import (
     machine_load,
     number,
     open_target,
-    write_report,
+    run_and_report,
 )
 
 logger = logging.getLogger(__name__)
@@ -490,14 +490,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[MemoryConfig, TargetSpec]
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    config, spec = parse_args(argv)
-    report = run_memory(config, spec)
-    json_path, md_path = write_report(report, render_markdown(report), config.reports_dir, config.name)
-    logger.info("Wrote %s and %s", json_path, md_path)
-    for sentence in report["missed"]:
-        logger.error("Missed: %s", sentence)
-    return 0 if report["passed"] else 1
+    return run_and_report(argv, parse_args, run_memory, render_markdown)
 
 
 if __name__ == "__main__":

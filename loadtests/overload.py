@@ -44,8 +44,8 @@ from loadtests.reliability import (
     machine_load,
     number,
     open_target,
+    run_and_report,
     run_locust,
-    write_report,
 )
 
 logger = logging.getLogger(__name__)
@@ -274,14 +274,7 @@ def render_markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    config, spec = parse_args(argv)
-    report = run_overload(config, spec)
-    json_path, md_path = write_report(report, render_markdown(report), config.reports_dir, config.name)
-    logger.info("Wrote %s and %s", json_path, md_path)
-    for sentence in report["missed"]:
-        logger.error("Target missed: %s", sentence)
-    return 0 if report["passed"] else 1
+    return run_and_report(argv, parse_args, run_overload, render_markdown)
 
 
 if __name__ == "__main__":

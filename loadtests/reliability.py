@@ -621,3 +621,18 @@ def write_report(report: dict, markdown: str, reports_dir: Path, name: str) -> t
     md_path.write_text(markdown)
     return json_path, md_path
 
+
+def run_and_report(argv: list[str] | None, parse_args, run, render_markdown) -> int:
+    """A reliability run's command line: parse, run, write ``<name>.{json,md}``, log each missed target.
+
+    Exits 0 when every target was met, 1 otherwise (``make soak``, ``make overload``, ``make memory``).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    config, spec = parse_args(argv)
+    report = run(config, spec)
+    json_path, md_path = write_report(report, render_markdown(report), config.reports_dir, config.name)
+    logger.info("Wrote %s and %s", json_path, md_path)
+    for sentence in report["missed"]:
+        logger.error("Target missed: %s", sentence)
+    return 0 if report["passed"] else 1
+

@@ -45,9 +45,9 @@ from loadtests.reliability import (
     number,
     open_target,
     read_proc_stat,
+    run_and_report,
     run_locust,
     signed,
-    write_report,
 )
 
 logger = logging.getLogger(__name__)
@@ -358,14 +358,7 @@ def short_command(command: str, width: int = 48) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    config, spec = parse_args(argv)
-    report = run_soak(config, spec)
-    json_path, md_path = write_report(report, render_markdown(report), config.reports_dir, config.name)
-    logger.info("Wrote %s and %s", json_path, md_path)
-    for sentence in report["missed"]:
-        logger.error("Target missed: %s", sentence)
-    return 0 if report["passed"] else 1
+    return run_and_report(argv, parse_args, run_soak, render_markdown)
 
 
 if __name__ == "__main__":
