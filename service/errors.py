@@ -96,6 +96,27 @@ class BodyTimeout(InputError):
     reason = "body_timeout"
 
 
+class HeaderTimeout(InputError):
+    """The request line and headers did not all arrive within DIGITSERVE_HEADER_TIMEOUT_S."""
+
+    status_code = 408
+    reason = "header_timeout"
+
+
+class HeaderTooLarge(InputError):
+    """The request line and headers together are longer than DIGITSERVE_MAX_HEADER_BYTES."""
+
+    status_code = 431
+    reason = "header_too_large"
+
+
+class MalformedHttp(InputError):
+    """Bytes that do not parse as an HTTP/1.1 request."""
+
+    status_code = 400
+    reason = "malformed_http"
+
+
 class UploadTooLarge(InputError):
     """The upload, or the whole request body, has more bytes than the service accepts."""
 
@@ -222,6 +243,9 @@ ERROR_CLASSES: tuple[type[ServiceError], ...] = (
     NotFound,
     MethodNotAllowed,
     BodyTimeout,
+    HeaderTimeout,
+    HeaderTooLarge,
+    MalformedHttp,
     UploadTooLarge,
     BatchTooLarge,
     NotMultipart,

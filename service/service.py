@@ -20,6 +20,7 @@ import signal
 import bentoml
 from bentoml.exceptions import NotFound
 
+from service import connection
 from service.app import POLICIES, create_app
 from service.device import configure_tensorflow, count_gpus, usable_cpus, worker_count
 from service.guard import Guard
@@ -38,6 +39,8 @@ with bentoml.importing():
 
 logger = logging.getLogger(__name__)
 settings = get_settings()
+# Request heads bounded in bytes and time: uvicorn reads them before the app (or the guard) sees anything.
+connection.install(settings)
 # BentoML's workers log at WARNING below its own "bentoml" logger; this module is the workers' entry point,
 # so it lets this project's INFO lines (the device in use, the model served) through to BentoML's handlers.
 for package in ("service", "training", "models"):

@@ -42,11 +42,15 @@ class Settings(BaseSettings):
     max_request_pixels: int = Field(100_000_000, ge=784,
                                     description="most pixels, summed over its images, that one request may carry")
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest multipart or binary request body, in bytes")
+    # The request line and headers, which arrive before any route sees the request (service/connection.py).
+    # nginx allows 32 KiB by default, Node.js 16 KiB; big cookies fit either way.
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="longest request line and headers together, in bytes")
     # A JSON body becomes Python objects about ten times its size; 256 digits as JSON are under 1 MB.
     max_json_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest JSON request body, in bytes")
 
     # Time limits.
     body_timeout_s: float = Field(10.0, gt=0, description="longest pause while a request body arrives before a 408")
+    header_timeout_s: float = Field(10.0, gt=0, description="longest time a request's headers may take to arrive before a 408")
     request_timeout_s: float = Field(30.0, gt=0, description="longest time to answer one request (408 or 504 past it)")
     # Long enough for a load balancer (a Kubernetes Service's endpoints) to notice /readyz turned 503.
     drain_delay_s: float = Field(5.0, ge=0, description="after SIGTERM, how long a worker keeps serving while not ready")

@@ -37,6 +37,8 @@ LIMITS = {
     "DIGITSERVE_MAX_PIXELS": "30000000",
     "DIGITSERVE_MAX_REQUEST_PIXELS": "60000000",
     "DIGITSERVE_MAX_BATCH_IMAGES": "16",
+    "DIGITSERVE_MAX_HEADER_BYTES": "16384",
+    "DIGITSERVE_HEADER_TIMEOUT_S": "1",
 }
 
 
@@ -257,6 +259,101 @@ def test_a_body_shorter_than_its_content_length_gets_a_408_and_the_connection_cl
     assert json.loads(answer.body)["reason"] == "body_timeout"
     assert answer.headers["connection"] == "close" and answer.closed
     assert answer.seconds < float(LIMITS["DIGITSERVE_REQUEST_TIMEOUT_S"])  # the body timeout, not the request's
+
+
+# --- request heads: bounded before any route sees them (service/connection.py) -------------------------------
+
+
+def header_block(count: int, size: int) -> dict[str, str]:
+    return {f"X-Pad-{i}": "a" * size for i in range(count)}
+
+
+@pytest.mark.parametrize("head", [
+    request_head("/readyz", {"X-Big": "a" * 1_000_000}, method="GET"),  # one header of 1 MB
+    request_head("/readyz", header_block(2_000, 20), method="GET"),  # many small ones, 60 KB together
+    request_head("/readyz?" + "q" * 100_000, {}, method="GET"),  # a 100 KB request line
+    request_head("/classify", {"Content-Type": "multipart/form-data; boundary=b0undary", "Content-Length": "10",
+                               "Cookie": "c" * 40_000}),
+], ids=["one-huge-header", "many-headers", "huge-url", "huge-cookie-on-a-post"])
+def test_a_head_over_the_limit_is_a_431_and_the_connection_closes(server, head):
+    answer = raw_exchange(server.url, head)
+    assert answer.status == 431
+    assert json.loads(answer.body)["reason"] == "header_too_large"
+    assert answer.headers["connection"] == "close" and answer.closed
+
+
+def test_a_head_just_under_the_limit_is_served(client):
+    response = client.get("/readyz", headers={"Cookie": "c" * 15_000})
+    assert response.status_code == 200
+
+
+def test_a_huge_head_costs_the_worker_no_memory(server):
+    """64 MB of one header, sent as fast as the socket takes it: refused after the first 16 KiB; the rest is
+    read and dropped, never kept (before: a 256 MB header grew a worker by 360 MB and was answered 200)."""
+    import psutil
+
+    workers = [p for p in psutil.Process(server.pid).children(recursive=True) if "worker" in " ".join(p.cmdline())]
+    before = sum(worker.memory_info().rss for worker in workers)
+    answer = raw_exchange(server.url, request_head("/readyz", {}, method="GET")[:-2] + b"X-Big: " + b"a" * 64_000_000)
+    grown = sum(worker.memory_info().rss for worker in workers) - before
+    assert answer.status == 431
+    assert grown < 16 * 2**20, f"the worker grew by {grown / 2**20:.0f} MB"
+
+
+def test_a_head_that_stops_arriving_gets_a_408_and_the_connection_closes(server):
+    answer = raw_exchange(server.url, b"GET /readyz HTTP/1.1\r\nHost: test\r\nX-Half: ")
+    assert answer.status == 408
+    assert json.loads(answer.body)["reason"] == "header_timeout"
+    assert answer.closed
+    assert answer.seconds < float(LIMITS["DIGITSERVE_HEADER_TIMEOUT_S"]) + 2
+
+
+def test_a_connection_that_sends_nothing_is_closed(server):
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        started = time.perf_counter()
+        assert sock.recv(1) == b""  # closed without an answer: there was no request to answer
+        assert time.perf_counter() - started < float(LIMITS["DIGITSERVE_HEADER_TIMEOUT_S"]) + 2
+
+
+def test_a_kept_alive_connection_may_idle_between_requests(server):
+    """The head clock runs only while a head arrives: a client that waits longer than it between two
+    requests on one connection is served both times."""
+    parts = urlsplit(server.url)
+    request = request_head("/readyz", {}, method="GET")
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(request)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+            time.sleep(float(LIMITS["DIGITSERVE_HEADER_TIMEOUT_S"]) * 1.5)
+
+
+@pytest.mark.parametrize("payload", [b"GARBAGE\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+                                     b"GET /readyz HTTP/1.1\r\nHost: test\r\nBad Header\r\n\r\n"],
+                         ids=["garbage", "http-9.9", "tls-hello", "header-without-colon"])
+def test_bytes_that_are_not_http_get_a_400_with_the_error_body(server, payload):
+    answer = raw_exchange(server.url, payload)
+    assert answer.status == 400
+    assert answer.headers["content-type"] == "application/json"
+    assert json.loads(answer.body)["reason"] == "malformed_http"
+    assert answer.closed
+
+
+def test_head_refusals_are_counted(server, client):
+    def counts() -> dict[str, float]:
+        found: dict[str, float] = {}
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith("digitserve_rejected_inputs_total{") and 'protocol="http"' in line:
+                reason = line.split('reason="', 1)[1].split('"', 1)[0]
+                found[reason] = found.get(reason, 0.0) + float(line.rsplit(" ", 1)[1])
+        return found
+
+    before = counts()
+    assert raw_exchange(server.url, request_head("/readyz", {"X-Big": "a" * 100_000}, method="GET")).status == 431
+    assert raw_exchange(server.url, b"GARBAGE\r\n\r\n").status == 400
+    after = counts()
+    assert after["header_too_large"] == before.get("header_too_large", 0) + 1
+    assert after["malformed_http"] == before.get("malformed_http", 0) + 1
 
 
 # --- every route, every method ------------------------------------------------------------------------------

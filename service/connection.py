@@ -1,0 +1,169 @@
+"""Limits on a request's head (its request line and headers), which uvicorn reads before any ASGI code runs.
+
+uvicorn's httptools protocol keeps a head of any size, for as long as it takes to arrive (uvicorn issues
+#157 and #1684: httptools has no setting for it; h11 has ``h11_max_incomplete_event_size``, which vLLM's
+advisory GHSA-rxc4-3w6r-4v47 is about). Measured here before this module: one 256 MB header grew a worker
+by 360 MB and was answered 200, and a client that sent half a head and stopped held its connection open
+for good. ``service.guard`` cannot help: it only sees a request once its head is complete.
+
+``HeadLimitedProtocol`` is uvicorn's httptools protocol with three changes, each answered with the
+service's error body (``{"error", "reason"}``) and counted in ``digitserve_rejected_total``
+(protocol ``http``):
+
+- a head longer than ``DIGITSERVE_MAX_HEADER_BYTES`` (64 KiB): 431 ``header_too_large``; at most one read
+  (256 KiB) past the limit is ever held;
+- a head not complete ``DIGITSERVE_HEADER_TIMEOUT_S`` (10 s) after its first byte: 408 ``header_timeout``;
+  a new connection that sends nothing for as long is closed without an answer;
+- a head the parser cannot read: 400 ``malformed_http`` (uvicorn answers plain text).
+
+Either way the connection closes, as it must: the rest of that request is never read. Between requests on
+a kept-alive connection no clock runs here (uvicorn's keep-alive timeout closes an idle one).
+
+``install(settings)`` makes this class uvicorn's "auto" HTTP protocol in the process. A BentoML worker
+imports the service module, which calls it, before it builds its uvicorn ``Config``, so every worker's
+connections go through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from http import HTTPStatus
+
+import uvicorn.config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service import errors
+from service.metrics import domain_metrics
+from service.settings import Settings
+
+LINGER_S = 2.0  # after a refusal, how long the rest of the request is read and dropped before the connection closes
+PROTOCOL_LABEL = "http"  # the rejected counter's protocol label for refusals made before any route is known
+
+
+class HeadLimitedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol that bounds each request head in bytes and in time."""
+
+    max_head_bytes = 64 * 1024  # install() sets both from the settings
+    head_timeout_s = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0  # bytes read while this head was arriving (bounds what the parser holds)
+        self._in_head = False  # between a message's first byte and the end of its headers
+        self._head_fields = 0  # bytes of this head's request target and headers, as the parser hands them over
+        self._head_clock: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
+        self._refused = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_clock()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:  # the rest of a refused request: read and dropped (see _refuse)
+            return
+        super().data_received(data)  # the parser's callbacks below run inside this call
+        if self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:  # a head still arriving, already too long
+                self._refuse(self._too_large())
+
+    # The parser's callbacks. After a refusal the parser may still be reading the same bytes (a pipelined
+    # body or request): none of it reaches uvicorn.
+
+    def on_message_begin(self) -> None:
+        if self._refused:
+            return
+        super().on_message_begin()
+        self._in_head, self._head_bytes, self._head_fields = True, 0, 0
+        if self._head_clock is None:
+            self._head_clock = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
+
+    def on_url(self, url: bytes) -> None:
+        self._head_fields += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_fields += len(name) + len(value) + 4  # "name: value\r\n"
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        self._in_head = False
+        self._stop_head_clock()
+        if self._head_fields > self.max_head_bytes:  # a head that arrived within one read
+            self._refuse(self._too_large())
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """The parser could not read the request (uvicorn's own answer is plain text)."""
+        self._refuse(errors.MalformedHttp("The request is not valid HTTP/1.1 (it could not be parsed)."))
+
+    def _head_too_slow(self) -> None:
+        self._head_clock = None
+        if self._in_head:
+            self._refuse(errors.HeaderTimeout(
+                f"The request line and headers did not arrive within {self.head_timeout_s:g} s "
+                "(DIGITSERVE_HEADER_TIMEOUT_S)."))
+        elif not self.transport.is_closing():  # the clock connection_made started: not a byte has come
+            self.transport.close()
+
+    def _too_large(self) -> errors.HeaderTooLarge:
+        return errors.HeaderTooLarge(f"The request line and headers are over {self.max_head_bytes} bytes "
+                                     "(DIGITSERVE_MAX_HEADER_BYTES).")
+
+    def _stop_head_clock(self) -> None:
+        if self._head_clock is not None:
+            self._head_clock.cancel()
+            self._head_clock = None
+
+    def _refuse(self, error: errors.ServiceError) -> None:
+        """Answer ``error`` and end the connection, unless an earlier request's answer on it is still being
+        written (pipelining): then end it without a word rather than interleave two answers.
+
+        Closing at once while the client is still sending would make the kernel answer its next bytes with
+        a reset, which can destroy the answer before the client reads it. So the write side is shut and
+        whatever else arrives is read and dropped for up to ``LINGER_S`` (nginx's lingering close)."""
+        self._in_head = False
+        self._stop_head_clock()
+        if self._refused or self.transport.is_closing():
+            return
+        self._refused = True  # from here on, nothing this connection sends reaches uvicorn
+        domain_metrics().rejected.labels(reason=error.reason, protocol=PROTOCOL_LABEL).inc()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()
+        elif not self.transport.can_write_eof():
+            self.transport.write(error_response(error, self.server_state.default_headers))
+            self.transport.close()
+        else:
+            self.transport.write(error_response(error, self.server_state.default_headers))
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
+
+
+def error_response(error: errors.ServiceError, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The whole HTTP/1.1 answer for ``error``: status line, headers (``connection: close``), JSON body."""
+    body = json.dumps(error.to_dict(), separators=(",", ":")).encode()
+    status = HTTPStatus(error.status_code)
+    lines = [f"HTTP/1.1 {status.value} {status.phrase}".encode("latin-1")]
+    lines += [name + b": " + value for name, value in default_headers]
+    lines += [b"content-type: application/json", b"content-length: " + str(len(body)).encode(), b"connection: close"]
+    lines += [f"{name.lower()}: {value}".encode("latin-1") for name, value in error.headers.items()]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def install(settings: Settings) -> None:
+    """Make ``HeadLimitedProtocol``, with ``settings``' limits, uvicorn's "auto" HTTP protocol here."""
+    HeadLimitedProtocol.max_head_bytes = settings.max_header_bytes
+    HeadLimitedProtocol.head_timeout_s = settings.header_timeout_s
+    uvicorn.config.HTTP_PROTOCOLS["auto"] = f"{__name__}:{HeadLimitedProtocol.__name__}"
