@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from models.preprocessing import IMAGE_SIZE, to_model_input
+from models.preprocessing import IMAGE_SIZE, model_input_function
 from service.errors import InputError, InvalidInput
 from service.imaging import preprocess_upload
 from service.settings import get_settings
@@ -38,6 +38,7 @@ async def lifespan(app: Starlette):
     device = configure_tensorflow(1, settings.threads)
     stored = get_stored(settings.model_tag)
     app.state.infer = make_inference_fn(load_model(stored))
+    app.state.model_input = model_input_function(stored.info.metadata.get("preprocessing_version"))
     app.state.infer(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1), np.float32))  # warm-up: trace and compile now
     app.state.tag = str(stored.tag)
     logger.info("Hand-written server loaded %s on %s", app.state.tag, device)
@@ -54,7 +55,7 @@ async def classify(request: Request) -> JSONResponse:
                                   max_pixels=settings.max_pixels)
     except InputError as error:
         return JSONResponse({"error": error.message, "reason": error.reason}, status_code=error.status_code)
-    probabilities = request.app.state.infer(to_model_input(digit))[0]
+    probabilities = request.app.state.infer(request.app.state.model_input(digit))[0]
     label = int(probabilities.argmax())
     return JSONResponse({"digit": label, "confidence": float(probabilities[label]),
                          "probabilities": [round(float(p), 6) for p in probabilities], "model": request.app.state.tag})

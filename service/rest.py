@@ -141,10 +141,10 @@ async def normalized(request: Request, image: ImageField, engine: EngineDep) -> 
     """The 28x28 image the model sees for this upload (multipart field ``image``), as a PNG.
 
     It is made by the same code as ``/classify`` uses, so a preview can never differ from what is
-    classified.
+    classified; for a model trained on straightened digits it is straightened too.
     """
     await only_fields(request, "image")
-    digit = await engine.normalise(image.data)
+    digit = engine.model.as_seen((await engine.normalise(image.data))[np.newaxis])[0]
     buffer = io.BytesIO()
     Image.fromarray(digit).save(buffer, format="PNG")  # uint8 (28, 28): mode L
     return Response(buffer.getvalue(), media_type="image/png")

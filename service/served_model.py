@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from models.preprocessing import INPUT_SHAPE
+from models.preprocessing import INPUT_SHAPE, deskew, deskewed_model_input, model_input_function, to_model_input
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +20,8 @@ class ServedModel:
     tag: str  # the exact store tag, "mnist_cnn:<version>"
     info: Any  # bentoml's ModelInfo: metadata, labels, creation_time
     infer: Callable[[np.ndarray], np.ndarray]  # (n, 28, 28, 1) float32 in [0, 1] -> (n, 10) probabilities
+    # uint8 digits (n, 28, 28) -> the input ``infer`` takes, by the pipeline the model was trained for
+    model_input: Callable[[np.ndarray], np.ndarray] = to_model_input
 
     @property
     def name(self) -> str:
@@ -33,15 +35,25 @@ class ServedModel:
     def metadata(self) -> dict:
         return dict(self.info.metadata)
 
+    def as_seen(self, digits: np.ndarray) -> np.ndarray:
+        """uint8 digits (n, 28, 28) as this model sees them: straightened, for a model trained on deskewed
+        digits."""
+        return deskew(digits) if self.model_input is deskewed_model_input else digits
+
 
 def load_served_model(stored) -> ServedModel:
     """Load a ``bentoml.Model`` entry, compile its forward pass and run it once, so the first request is fast.
 
-    Raises ``training.registry.ModelLoadError`` with a sentence when the entry cannot be loaded.
+    Raises ``training.registry.ModelLoadError`` with a sentence when the entry cannot be loaded, or was
+    trained for a preprocessing pipeline this code does not know.
     """
     from models.cnn import make_inference_fn  # imports TensorFlow: only where a model is served
-    from training.registry import load_model
+    from training.registry import ModelLoadError, load_model
 
+    try:
+        model_input = model_input_function(stored.info.metadata.get("preprocessing_version"))
+    except ValueError as error:
+        raise ModelLoadError(f"{stored.tag}: {error}") from None
     infer = make_inference_fn(load_model(stored))
     infer(np.zeros((1, *INPUT_SHAPE), np.float32))  # warm-up: trace and compile now
-    return ServedModel(tag=str(stored.tag), info=stored.info, infer=infer)
+    return ServedModel(tag=str(stored.tag), info=stored.info, infer=infer, model_input=model_input)

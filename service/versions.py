@@ -141,10 +141,10 @@ def gate_digits() -> tuple[np.ndarray, np.ndarray]:
 
 def validate(stored, min_accuracy: float):
     """Load ``stored`` (a bentoml.Model) and return it as a ServedModel if it passes the gate, or raise
-    ModelRefused. The checks, in order: the archive is whole; Keras loads it; its answers for the gate
-    digits have shape (n, 10), are finite and sum to 1; it reads at least ``min_accuracy`` of them; it was
-    trained for this service's preprocessing."""
-    from models.preprocessing import NUM_CLASSES, PREPROCESSING_VERSION, to_model_input
+    ModelRefused. The checks, in order: the archive is whole; it was trained for a preprocessing pipeline
+    this service has; Keras loads it; its answers for the gate digits (made into its input by that
+    pipeline) have shape (n, 10), are finite and sum to 1; it reads at least ``min_accuracy`` of them."""
+    from models.preprocessing import MODEL_INPUTS, NUM_CLASSES
     from service.served_model import load_served_model
     from training.registry import ModelLoadError, verify_archive
 
@@ -153,6 +153,10 @@ def validate(stored, min_accuracy: float):
         verify_archive(stored)
     except ModelLoadError as error:
         raise ModelRefused(tag, "damaged_archive", str(error)) from error
+    trained_for = stored.info.metadata.get("preprocessing_version")
+    if trained_for is not None and trained_for not in MODEL_INPUTS:
+        raise ModelRefused(tag, "preprocessing_mismatch", f"it was trained for preprocessing {trained_for!r}; "
+                                                          f"this service has {', '.join(MODEL_INPUTS)}")
     try:
         model = load_served_model(stored)
     except ModelLoadError as error:
@@ -163,7 +167,7 @@ def validate(stored, min_accuracy: float):
     try:
         # In chunks no larger than a served batch: one call on all 300 digits would make TensorFlow's
         # allocator grow (and keep) tens of megabytes of activations that serving never needs.
-        probabilities = np.concatenate([np.asarray(model.infer(to_model_input(digits[start:start + GATE_CHUNK])))
+        probabilities = np.concatenate([np.asarray(model.infer(model.model_input(digits[start:start + GATE_CHUNK])))
                                         for start in range(0, len(digits), GATE_CHUNK)])
     except Exception as error:
         raise ModelRefused(tag, "bad_output", f"the model failed on the gate digits: {error}") from error
@@ -176,10 +180,6 @@ def validate(stored, min_accuracy: float):
     if accuracy < min_accuracy:
         raise ModelRefused(tag, "below_accuracy_floor", f"it reads {accuracy:.1%} of the {len(digits)} gate "
                                                         f"digits; the floor is {min_accuracy:.1%}")
-    trained_for = model.metadata.get("preprocessing_version")
-    if trained_for not in (None, PREPROCESSING_VERSION):
-        raise ModelRefused(tag, "preprocessing_mismatch", f"it was trained for preprocessing {trained_for!r}; "
-                                                          f"this service does {PREPROCESSING_VERSION!r}")
     logger.info("Model %s passed the gate: %.1f%% of %d gate digits", tag, 100 * accuracy, len(digits))
     return model
 

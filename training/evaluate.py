@@ -11,14 +11,16 @@ from models.preprocessing import NUM_CLASSES, normalize_digit, to_model_input
 EVAL_BATCH_SIZE = 1024
 
 
-def predict_probabilities(infer: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+def predict_probabilities(infer: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+                          model_input: Callable[[np.ndarray], np.ndarray] = to_model_input) -> np.ndarray:
     """Class probabilities (n, 10) for uint8 digits (n, 28, 28), through the service's own preprocessing.
 
-    Each image goes through ``normalize_digit`` as an upload would (MNIST digits come out unchanged), so
-    the accuracy reported is the accuracy the service gives on the same pixels.
+    Each image goes through ``normalize_digit`` as an upload would (MNIST digits come out unchanged), then
+    ``model_input`` (the model's pipeline, ``models.preprocessing.model_input_function``), so the accuracy
+    reported is the accuracy the service gives on the same pixels.
     """
     digits = np.stack([normalize_digit(image) for image in images])
-    batches = [infer(to_model_input(digits[start:start + EVAL_BATCH_SIZE]))
+    batches = [infer(model_input(digits[start:start + EVAL_BATCH_SIZE]))
                for start in range(0, len(digits), EVAL_BATCH_SIZE)]
     return np.concatenate(batches)
 

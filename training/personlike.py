@@ -15,7 +15,8 @@ Each digit is rendered once, seeded, as one upload in one of these styles (``STY
 - ``canvas``  white strokes on a black 280x280 pad, the PNG the drawing page (/ui) sends
 
 Evaluation goes the service's way: the upload's bytes -> ``service.imaging.preprocess_upload`` (decode,
-check, ``normalize_digit``) -> ``to_model_input`` -> the compiled inference function.
+check, ``normalize_digit``) -> the model's input function (``to_model_input``, straightened first for a
+model trained on ``deskew``ed digits) -> the compiled inference function.
 
 The set is split into halves by position in the file: ``tune`` (the first half), the only part looked at
 while choosing augmentations and schedules, and ``report`` (the second half), the figure training
@@ -217,15 +218,16 @@ def preprocess_uploads(uploads: tuple[bytes, ...] | list[bytes]) -> np.ndarray:
 
 
 def evaluate_personlike(infer: Callable[[np.ndarray], np.ndarray], personlike: PersonlikeSet,
-                        digits: np.ndarray | None = None) -> dict:
+                        digits: np.ndarray | None = None,
+                        model_input: Callable[[np.ndarray], np.ndarray] = to_model_input) -> dict:
     """Accuracy, per class and per style, on each split, the way the service would answer.
 
     ``digits`` may carry ``preprocess_uploads(personlike.uploads)`` computed earlier (it does not
-    depend on the model).
+    depend on the model); ``model_input`` is the model's pipeline (``model_input_function``).
     """
     if digits is None:
         digits = preprocess_uploads(personlike.uploads)
-    probabilities = np.concatenate([infer(to_model_input(digits[start:start + EVAL_BATCH_SIZE]))
+    probabilities = np.concatenate([infer(model_input(digits[start:start + EVAL_BATCH_SIZE]))
                                     for start in range(0, len(digits), EVAL_BATCH_SIZE)])
     correct = probabilities.argmax(axis=1) == personlike.labels
     styles = np.asarray(personlike.styles)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from models.cnn import build_cnn, make_inference_fn
-from models.preprocessing import INPUT_SHAPE, NUM_CLASSES, PREPROCESSING_VERSION, to_model_input
+from models.preprocessing import INPUT_SHAPE, NUM_CLASSES, model_input_function, to_model_input
 from training import registry
 from training.augment import augment_batch
 from training.config import DEFAULT_PRESET, PRESETS, TrainConfig, make_config
@@ -53,17 +53,26 @@ def upload_augmenter(config: TrainConfig):
     """A NumPy function (batch number, uint8 digits, labels) -> augmented digits as model input.
 
     Each batch's random numbers come from (seed, batch number), so a run is repeatable however tf.data
-    schedules the batches. ``augment_fraction`` of each batch goes through ``augment_batch``.
+    schedules the batches. With ``augment="uploads"``, ``augment_fraction`` of each batch goes through
+    ``augment_batch``; then the whole batch becomes model input by the config's preprocessing pipeline.
     """
+    model_input = model_input_function(config.preprocessing_version)
+    fraction = config.augment_fraction if config.augment == "uploads" else 0.0
 
     def augment(batch_number: np.ndarray, digits: np.ndarray, labels: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng([config.seed, int(batch_number)])
-        chosen = np.flatnonzero(rng.random(len(digits)) < config.augment_fraction)
+        chosen = np.flatnonzero(rng.random(len(digits)) < fraction)
         digits = digits.copy()
-        digits[chosen] = augment_batch(digits[chosen], labels[chosen], rng, config.augment_settings)
-        return to_model_input(digits)
+        if len(chosen):
+            digits[chosen] = augment_batch(digits[chosen], labels[chosen], rng, config.augment_settings)
+        return model_input(digits)
 
     return augment
+
+
+def in_numpy(config: TrainConfig) -> bool:
+    """Whether batches are made in NumPy (augmented, or deskewed) rather than only scaled in the graph."""
+    return config.augment == "uploads" or config.deskew
 
 
 def training_dataset(images: np.ndarray, labels: np.ndarray, config: TrainConfig):
@@ -74,7 +83,7 @@ def training_dataset(images: np.ndarray, labels: np.ndarray, config: TrainConfig
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     dataset = dataset.shuffle(len(labels), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size)
     one_hot = lambda y: tf.one_hot(tf.cast(y, tf.int32), NUM_CLASSES)  # noqa: E731
-    if config.augment == "uploads":
+    if in_numpy(config):
         augment = upload_augmenter(config)
 
         def augment_graph(batch_number, batch):
@@ -135,6 +144,7 @@ def train(config: TrainConfig, reports_dir: Path = Path("reports"), register: bo
     keras.utils.set_random_seed(config.seed)  # Python, NumPy and TensorFlow in one call
 
     # Prepare the data.
+    model_input = model_input_function(config.preprocessing_version)
     data = load_mnist(config.data)
     x_fit, y_fit, x_val, y_val = split_validation(data, config.validation_fraction, config.seed)
     logger.info("Training on %d images, holding out %d for validation, testing on %d",
@@ -142,7 +152,7 @@ def train(config: TrainConfig, reports_dir: Path = Path("reports"), register: bo
     fit_data = training_dataset(x_fit, y_fit, config)
     if not len(y_val):  # the seed's choice: watch the test set (see TrainConfig.validation_fraction)
         x_val, y_val = data.x_test, data.y_test
-    validation = (to_model_input(x_val), keras.utils.to_categorical(y_val, NUM_CLASSES))
+    validation = (model_input(x_val), keras.utils.to_categorical(y_val, NUM_CLASSES))
 
     # Build the model, and train it.
     steps_per_epoch = int(np.ceil(len(y_fit) / config.batch_size))
@@ -150,7 +160,7 @@ def train(config: TrainConfig, reports_dir: Path = Path("reports"), register: bo
     with compute_precision(precision):
         model = build_cnn(learning_rate=learning_rate(config, steps_per_epoch))
         history = model.fit(fit_data, epochs=config.epochs, validation_data=validation,
-                            steps_per_epoch=steps_per_epoch if config.augment == "uploads" else None,
+                            steps_per_epoch=steps_per_epoch if in_numpy(config) else None,
                             shuffle=False,  # the tf.data pipeline shuffles, with the seed
                             verbose=1 if sys.stdout.isatty() else 2)
     if precision != "float32":  # serve the same weights in a float32 copy of the very same network
@@ -160,13 +170,13 @@ def train(config: TrainConfig, reports_dir: Path = Path("reports"), register: bo
 
     # Evaluate on the test set, through the same preprocessing and compiled call the service uses.
     infer = make_inference_fn(model)
-    probabilities = predict_probabilities(infer, data.x_test)
+    probabilities = predict_probabilities(infer, data.x_test, model_input)
     report = classification_report(data.y_test, probabilities)
     test_loss = float(-np.log(np.clip(probabilities[np.arange(len(data.y_test)), data.y_test], 1e-7, 1)).mean())
     logger.info("Test accuracy %.4f (loss %.4f) after %.1f s", report["accuracy"], test_loss, fit_seconds)
 
     # Evaluate on person-like uploads (other writers, rendered as people upload), the service's way.
-    personlike = evaluate_personlike_if_available(infer)
+    personlike = evaluate_personlike_if_available(infer, model_input)
 
     metrics = {
         "test_accuracy": report["accuracy"],
@@ -183,7 +193,7 @@ def train(config: TrainConfig, reports_dir: Path = Path("reports"), register: bo
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},
         "fit_seconds": round(fit_seconds, 1),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": sys.version.split()[0]},
-        "preprocessing_version": PREPROCESSING_VERSION,
+        "preprocessing_version": config.preprocessing_version,
         "git_commit": registry.git_commit(),
     }
 
@@ -207,7 +217,7 @@ def train(config: TrainConfig, reports_dir: Path = Path("reports"), register: bo
     return TrainResult(model=model, metrics=metrics, tag=tag, reports_dir=reports_dir)
 
 
-def evaluate_personlike_if_available(infer) -> dict | None:
+def evaluate_personlike_if_available(infer, model_input=to_model_input) -> dict | None:
     """The person-like set's report (training/personlike.py), or None when scikit-learn, which ships its
     digits, is not installed (a plain ``pip install .``, as in the Docker image)."""
     try:
@@ -215,7 +225,7 @@ def evaluate_personlike_if_available(infer) -> dict | None:
     except PersonlikeUnavailable as error:
         logger.warning("Skipping the person-like evaluation: %s", error)
         return None
-    result = evaluate_personlike(infer, personlike)
+    result = evaluate_personlike(infer, personlike, model_input=model_input)
     logger.info("Person-like uploads: %.4f on the report half (lowest digit %.4f), %.4f on the tuning half",
                 result["report"]["accuracy"], result["report"]["min_class_accuracy"], result["tune"]["accuracy"])
     return result

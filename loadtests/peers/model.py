@@ -2,8 +2,8 @@
 
 KServe, MLServer and Ray Serve each wrap one ``PeerModel``, so that only the serving stack differs between
 them and the service: the same store entry (``training.registry.get_stored`` and ``load_model``), the same
-compiled forward pass (``models.cnn.make_inference_fn``), the same input transform
-(``models.preprocessing.to_model_input``), and encoded uploads normalised by the service's own function
+compiled forward pass (``models.cnn.make_inference_fn``), the same input transform (the model's own pipeline,
+``models.preprocessing.model_input_function``), and encoded uploads normalised by the service's own function
 (``service.imaging.preprocess_upload``) under the service's own limits (``service.settings``).
 
 Runs inside a peer's environment (.venv-peers/...), with the repository on PYTHONPATH.
@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from models.preprocessing import IMAGE_SIZE, to_model_input
+from models.preprocessing import IMAGE_SIZE, model_input_function
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +40,14 @@ class PeerModel:
         self.tag = str(stored.tag)
         self.version = stored.tag.version
         self._infer = make_inference_fn(load_model(stored))
+        self._model_input = model_input_function(stored.info.metadata.get("preprocessing_version"))
         self._limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels}
         self.probabilities(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))  # the first call builds the graph
         logger.info("Loaded %s with %d TensorFlow threads", self.tag, tf_threads)
 
     def probabilities(self, digits: np.ndarray) -> np.ndarray:
         """MNIST-style uint8 digits (n, 28, 28) -> float32 probabilities (n, 10)."""
-        return self._infer(to_model_input(digits))
+        return self._infer(self._model_input(digits))
 
     def normalise(self, files: Sequence[bytes]) -> np.ndarray:
         """Encoded image files -> uint8 digits (n, 28, 28), each as ``/classify`` normalises it.

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from models.preprocessing import (
+    DESKEWED_VERSION,
     DIGIT_BOX,
     IMAGE_SIZE,
     INPUT_SHAPE,
@@ -16,6 +17,8 @@ from models.preprocessing import (
     NUM_CLASSES,
     PREPROCESSING_VERSION,
     NoInkError,
+    deskew,
+    model_input_function,
     normalize_digit,
     to_model_input,
 )
@@ -251,3 +254,63 @@ def test_output_is_always_a_uint8_28x28_digit(shape):
     assert out.dtype == np.uint8
     assert out.max() == 255
     assert max(ink_box(out)) <= DIGIT_BOX
+
+
+# --- deskew ---------------------------------------------------------------------------------------------
+
+
+def slanted_bar(slant: float) -> np.ndarray:
+    """A 3-pixel-wide bar from row 4 to row 23 whose column moves by ``slant`` per row, centred at (14, 14)."""
+    digit = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    for row in range(4, 24):
+        centre = 14 + slant * (row - 13.5)
+        digit[row, int(round(centre)) - 1:int(round(centre)) + 2] = 255
+    return digit
+
+
+def centre_of_mass(digit: np.ndarray) -> tuple[float, float]:
+    ink = digit.astype(np.float64)
+    rows, cols = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE]
+    return (rows * ink).sum() / ink.sum(), (cols * ink).sum() / ink.sum()
+
+
+@pytest.mark.parametrize("slant", [-0.5, -0.25, 0.25, 0.5])
+def test_deskew_stands_a_slanted_stroke_upright_about_its_centre(slant):
+    digit = slanted_bar(slant)
+    straight = deskew(digit[np.newaxis])[0]
+
+    def width(image: np.ndarray) -> int:
+        columns = np.flatnonzero(image.max(axis=0) > 64)
+        return int(columns.max() - columns.min() + 1)
+
+    assert width(digit) >= 2 + 20 * abs(slant)  # 3 + 20 * |slant| columns, give or take the rounding
+    assert width(straight) <= 5  # 3, and a column of interpolation at each edge of the pixel steps
+    assert np.allclose(centre_of_mass(straight), centre_of_mass(digit), atol=0.5)
+
+
+def test_deskew_leaves_an_upright_digit_and_a_blank_alone():
+    upright = slanted_bar(0.0)
+    blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    np.testing.assert_array_equal(deskew(np.stack([upright, blank])), np.stack([upright, blank]))
+
+
+def test_deskewing_twice_changes_little_more(mnist_digits):
+    digits = mnist_digits[0][:200]
+    once = deskew(digits)
+    twice = deskew(once)
+    assert np.abs(once.astype(int) - digits).mean() > 3 * np.abs(twice.astype(int) - once).mean()
+
+
+def test_deskew_takes_only_uint8_digit_batches():
+    for bad in (np.zeros((28, 28), np.uint8), np.zeros((2, 28, 28), np.float32), np.zeros((2, 27, 28), np.uint8)):
+        with pytest.raises(ValueError):
+            deskew(bad)
+
+
+def test_each_pipeline_has_its_input_function():
+    digits = slanted_bar(0.5)[np.newaxis]
+    assert model_input_function(None) is to_model_input
+    assert model_input_function(PREPROCESSING_VERSION) is to_model_input
+    np.testing.assert_array_equal(model_input_function(DESKEWED_VERSION)(digits), to_model_input(deskew(digits)))
+    with pytest.raises(ValueError, match="mnist-norm-0"):
+        model_input_function("mnist-norm-0")

@@ -93,3 +93,32 @@ def test_the_test_suites_model_passes_the_gate_and_an_untrained_one_does_not(tra
     finally:
         bentoml.models.delete(untrained)
     assert refusal.value.reason == "below_accuracy_floor"
+
+
+@pytest.mark.parametrize("pipeline,served", [("mnist-norm-1-deskew", True), ("mnist-norm-99", False)])
+def test_a_version_is_served_with_the_preprocessing_it_was_trained_for(trained, pipeline, served):
+    """The gate, and then the engine, make a version's input by the pipeline its metadata names; a pipeline
+    this service does not have is refused before the model is loaded."""
+    import bentoml
+
+    from models.preprocessing import deskew, deskewed_model_input, model_input_function
+    from service.settings import Settings
+    from training.registry import register
+
+    tag = register(trained.model, metadata={"preprocessing_version": pipeline}, config={})
+    try:
+        if not served:
+            with pytest.raises(versions.ModelRefused) as refusal:
+                versions.validate(bentoml.models.get(tag), Settings().gate_min_accuracy)
+            assert refusal.value.reason == "preprocessing_mismatch" and pipeline in str(refusal.value)
+            with pytest.raises(ValueError, match=pipeline):
+                model_input_function(pipeline)
+            return
+        model = versions.validate(bentoml.models.get(tag), Settings().gate_min_accuracy)
+    finally:
+        bentoml.models.delete(tag)
+    assert model.model_input is deskewed_model_input
+    digits, _ = versions.gate_digits()
+    np.testing.assert_allclose(model.infer(model.model_input(digits[:8])),
+                               model.infer(deskewed_model_input(digits[:8])))
+    np.testing.assert_array_equal(model.as_seen(digits[:8]), deskew(digits[:8]))  # what /normalized shows

@@ -124,3 +124,16 @@ def test_the_people_preset_trains_on_upload_like_digits(tmp_path):
     assert result.metrics["hyperparameters"]["augment_settings"]["low_resolution_sizes"] == (7, 12)
     assert result.metrics["test_accuracy"] > 0.7
     assert result.tag is None and result.metrics["personlike"]["report"]["accuracy"] > 0.3
+    assert result.metrics["preprocessing_version"] == "mnist-norm-1-deskew"  # the preset straightens digits
+
+
+def test_deskew_alone_trains_on_straightened_digits(tmp_path):
+    """Deskew without augmentation: batches are made in NumPy too, and the model records its pipeline."""
+    from training.config import make_config
+    from training.train import model_metadata, train
+
+    config = make_config("seed", data="subset", epochs=2, batch_size=64, validation_fraction=0.1, deskew=True)
+    result = train(config, reports_dir=tmp_path, register=False)
+    assert result.metrics["test_accuracy"] > 0.8
+    assert model_metadata(result.metrics)["preprocessing_version"] == "mnist-norm-1-deskew"
+    assert make_config("seed").preprocessing_version == "mnist-norm-1"  # the article's run is unchanged
