@@ -102,8 +102,9 @@ def test_a_version_is_served_with_the_preprocessing_it_was_trained_for(trained, 
     import bentoml
 
     from models.preprocessing import deskew, deskewed_model_input, model_input_function
+    from service.served_model import load_served_model
     from service.settings import Settings
-    from training.registry import register
+    from training.registry import ModelLoadError, register
 
     tag = register(trained.model, metadata={"preprocessing_version": pipeline}, config={})
     try:
@@ -113,6 +114,8 @@ def test_a_version_is_served_with_the_preprocessing_it_was_trained_for(trained, 
             assert refusal.value.reason == "preprocessing_mismatch" and pipeline in str(refusal.value)
             with pytest.raises(ValueError, match=pipeline):
                 model_input_function(pipeline)
+            with pytest.raises(ModelLoadError, match=pipeline):  # at start-up: the server stops with a sentence
+                load_served_model(bentoml.models.get(tag))
             return
         model = versions.validate(bentoml.models.get(tag), Settings().gate_min_accuracy)
     finally:
