@@ -7,7 +7,7 @@ by 360 MB and was answered 200, and a client that sent half a head and stopped h
 for good. ``service.guard`` cannot help: it only sees a request once its head is complete.
 
 ``HeadLimitedProtocol`` is uvicorn's httptools protocol with three changes, each answered with the
-service's error body (``{"error", "reason"}``) and counted in ``digitserve_rejected_total``
+service's error body (``{"error", "reason"}``) and counted in ``digitserve_rejected_inputs_total``
 (protocol ``http``):
 
 - a head longer than ``DIGITSERVE_MAX_HEADER_BYTES`` (64 KiB): 431 ``header_too_large``; at most one read
@@ -16,8 +16,9 @@ service's error body (``{"error", "reason"}``) and counted in ``digitserve_rejec
   a new connection that sends nothing for as long is closed without an answer;
 - a head the parser cannot read: 400 ``malformed_http`` (uvicorn answers plain text).
 
-Either way the connection closes, as it must: the rest of that request is never read. Between requests on
-a kept-alive connection no clock runs here (uvicorn's keep-alive timeout closes an idle one).
+Either way the connection closes, as it must: the rest of that request is read and dropped for
+``LINGER_S``, never parsed. Between requests on a kept-alive connection no clock runs here (uvicorn's
+keep-alive timeout closes an idle one).
 
 ``install(settings)`` makes this class uvicorn's "auto" HTTP protocol in the process. A BentoML worker
 imports the service module, which calls it, before it builds its uvicorn ``Config``, so every worker's

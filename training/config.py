@@ -52,7 +52,7 @@ class TrainConfig:
 
 
 # A preset is a named set of overrides; ``python -m training --preset seed`` picks one. The network is
-# always exactly the seed's; only the data, the augmentation and the schedule differ.
+# always exactly the seed's; only the data, the augmentation, the normalisation (deskew) and the schedule differ.
 PRESETS: dict[str, dict] = {
     # The default (`make train`, and what `make serve` trains when no model is registered): MNIST made to
     # look like people's uploads (training/augment.py) on 30 % of each batch, the rest left clean, with a
