@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from models.preprocessing import IMAGE_SIZE, model_input_function
+from models.preprocessing import IMAGE_SIZE
 from service.errors import InputError, InvalidInput
 from service.imaging import preprocess_upload
 from service.settings import get_settings
-from training.registry import get_stored, load_model
+from training.registry import get_stored, load_model, model_input_of
 
 logger = logging.getLogger(__name__)
 settings = get_settings()
@@ -38,7 +38,7 @@ async def lifespan(app: Starlette):
     device = configure_tensorflow(1, settings.threads)
     stored = get_stored(settings.model_tag)
     app.state.infer = make_inference_fn(load_model(stored))
-    app.state.model_input = model_input_function(stored.info.metadata.get("preprocessing_version"))
+    app.state.model_input = model_input_of(stored)
     app.state.infer(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1), np.float32))  # warm-up: trace and compile now
     app.state.tag = str(stored.tag)
     logger.info("Hand-written server loaded %s on %s", app.state.tag, device)

@@ -635,4 +635,3 @@ def run_and_report(argv: list[str] | None, parse_args, run, render_markdown) -> 
     for sentence in report["missed"]:
         logger.error("Target missed: %s", sentence)
     return 0 if report["passed"] else 1
-

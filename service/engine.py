@@ -108,10 +108,10 @@ class Engine:
         """
         parts = min(self.parallel_calls, len(digits) // PART_MIN_DIGITS)
         if parts < 2:
-            return model.infer(model.model_input(digits))
+            return model.probabilities(digits)
         first, *rest = np.array_split(digits, parts)
-        others = [self._helpers.submit(model.infer, model.model_input(part)) for part in rest]
-        return np.concatenate([model.infer(model.model_input(first)), *(other.result() for other in others)])
+        others = [self._helpers.submit(model.probabilities, part) for part in rest]  # each part's input made there
+        return np.concatenate([model.probabilities(first), *(other.result() for other in others)])
 
     async def predict(self, digits: np.ndarray, protocol: str) -> Prediction:
         """Probabilities for MNIST-style uint8 digits (n, 28, 28), merged with other requests' digits."""

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from models.preprocessing import INPUT_SHAPE, deskew, deskewed_model_input, model_input_function, to_model_input
+from models.preprocessing import INPUT_SHAPE, deskew, deskewed_model_input, to_model_input
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,10 @@ class ServedModel:
     def metadata(self) -> dict:
         return dict(self.info.metadata)
 
+    def probabilities(self, digits: np.ndarray) -> np.ndarray:
+        """uint8 digits (n, 28, 28) -> (n, 10) probabilities, through the pipeline the model was trained for."""
+        return self.infer(self.model_input(digits))
+
     def as_seen(self, digits: np.ndarray) -> np.ndarray:
         """uint8 digits (n, 28, 28) as this model sees them: straightened, for a model trained on deskewed
         digits."""
@@ -48,10 +52,10 @@ def load_served_model(stored) -> ServedModel:
     trained for a preprocessing pipeline this code does not know.
     """
     from models.cnn import make_inference_fn  # imports TensorFlow: only where a model is served
-    from training.registry import ModelLoadError, load_model
+    from training.registry import ModelLoadError, load_model, model_input_of
 
     try:
-        model_input = model_input_function(stored.info.metadata.get("preprocessing_version"))
+        model_input = model_input_of(stored)
     except ValueError as error:
         raise ModelLoadError(f"{stored.tag}: {error}") from None
     infer = make_inference_fn(load_model(stored))

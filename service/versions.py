@@ -144,19 +144,19 @@ def validate(stored, min_accuracy: float):
     ModelRefused. The checks, in order: the archive is whole; it was trained for a preprocessing pipeline
     this service has; Keras loads it; its answers for the gate digits (made into its input by that
     pipeline) have shape (n, 10), are finite and sum to 1; it reads at least ``min_accuracy`` of them."""
-    from models.preprocessing import MODEL_INPUTS, NUM_CLASSES
+    from models.preprocessing import NUM_CLASSES
     from service.served_model import load_served_model
-    from training.registry import ModelLoadError, verify_archive
+    from training.registry import ModelLoadError, model_input_of, verify_archive
 
     tag = str(stored.tag)
     try:
         verify_archive(stored)
     except ModelLoadError as error:
         raise ModelRefused(tag, "damaged_archive", str(error)) from error
-    trained_for = stored.info.metadata.get("preprocessing_version")
-    if trained_for is not None and trained_for not in MODEL_INPUTS:
-        raise ModelRefused(tag, "preprocessing_mismatch", f"it was trained for preprocessing {trained_for!r}; "
-                                                          f"this service has {', '.join(MODEL_INPUTS)}")
+    try:
+        model_input_of(stored)
+    except ValueError as error:
+        raise ModelRefused(tag, "preprocessing_mismatch", str(error)) from error
     try:
         model = load_served_model(stored)
     except ModelLoadError as error:
@@ -167,7 +167,7 @@ def validate(stored, min_accuracy: float):
     try:
         # In chunks no larger than a served batch: one call on all 300 digits would make TensorFlow's
         # allocator grow (and keep) tens of megabytes of activations that serving never needs.
-        probabilities = np.concatenate([np.asarray(model.infer(model.model_input(digits[start:start + GATE_CHUNK])))
+        probabilities = np.concatenate([np.asarray(model.probabilities(digits[start:start + GATE_CHUNK]))
                                         for start in range(0, len(digits), GATE_CHUNK)])
     except Exception as error:
         raise ModelRefused(tag, "bad_output", f"the model failed on the gate digits: {error}") from error

@@ -99,6 +99,15 @@ def load_model(stored: bentoml.Model):
         raise ModelLoadError(f"Model {stored.tag} at {path} could not be loaded ({error}); re-run `make train`.") from error
 
 
+def model_input_of(stored: bentoml.Model):
+    """The function that makes this entry's model input from uint8 digits (n, 28, 28), by the preprocessing
+    pipeline its metadata names (``models.preprocessing.model_input_function``); ValueError for one this
+    code does not know."""
+    from models.preprocessing import model_input_function
+
+    return model_input_function(stored.info.metadata.get("preprocessing_version"))
+
+
 def promote(tag: str) -> str:
     """Register a copy of an existing version as the newest version, and return the new tag.
 

@@ -3,7 +3,7 @@
 KServe, MLServer and Ray Serve each wrap one ``PeerModel``, so that only the serving stack differs between
 them and the service: the same store entry (``training.registry.get_stored`` and ``load_model``), the same
 compiled forward pass (``models.cnn.make_inference_fn``), the same input transform (the model's own pipeline,
-``models.preprocessing.model_input_function``), and encoded uploads normalised by the service's own function
+``training.registry.model_input_of``), and encoded uploads normalised by the service's own function
 (``service.imaging.preprocess_upload``) under the service's own limits (``service.settings``).
 
 Runs inside a peer's environment (.venv-peers/...), with the repository on PYTHONPATH.
@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from models.preprocessing import IMAGE_SIZE, model_input_function
+from models.preprocessing import IMAGE_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class PeerModel:
 
         from models.cnn import make_inference_fn
         from service.settings import get_settings
-        from training.registry import get_stored, load_model
+        from training.registry import get_stored, load_model, model_input_of
 
         settings = get_settings()
         # As the service configures each worker: TensorFlow's pools sized for this process's share of the cores.
@@ -40,7 +40,7 @@ class PeerModel:
         self.tag = str(stored.tag)
         self.version = stored.tag.version
         self._infer = make_inference_fn(load_model(stored))
-        self._model_input = model_input_function(stored.info.metadata.get("preprocessing_version"))
+        self._model_input = model_input_of(stored)
         self._limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels}
         self.probabilities(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))  # the first call builds the graph
         logger.info("Loaded %s with %d TensorFlow threads", self.tag, tf_threads)
