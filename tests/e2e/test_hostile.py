@@ -8,6 +8,7 @@ The server runs one worker with small limits, so each budget can be reached chea
 from __future__ import annotations
 
 import io
+import http.client
 import json
 import socket
 import time
@@ -320,12 +321,21 @@ def test_a_kept_alive_connection_may_idle_between_requests(server):
     """The head clock runs only while a head arrives: a client that waits longer than it between two
     requests on one connection is served both times."""
     parts = urlsplit(server.url)
-    request = request_head("/readyz", {}, method="GET")
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    sockets = []
+    try:
         for _ in range(2):
-            sock.sendall(request)
-            assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+            # http.client reads each answer whole (one recv may hold only part of it) and keeps the
+            # connection open between the two requests.
+            connection.request("GET", "/readyz")
+            answer = connection.getresponse()
+            answer.read()
+            assert answer.status == 200
+            sockets.append(connection.sock)
             time.sleep(float(LIMITS["DIGITSERVE_HEADER_TIMEOUT_S"]) * 1.5)
+    finally:
+        connection.close()
+    assert sockets[0] is sockets[1], "the second request went over a new connection"
 
 
 @pytest.mark.parametrize("payload", [b"GARBAGE\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
