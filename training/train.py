@@ -266,6 +266,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="override the preset's number of epochs")
     parser.add_argument("--batch-size", type=int, help="override the preset's batch size")
     parser.add_argument("--seed", type=int, help="random seed (default 42)")
+    parser.add_argument("--learning-rate", type=float,
+                        help="override the preset's (peak) learning rate (seed: 0.001, Adam's default)")
     parser.add_argument("--validation-fraction", type=float,
                         help="share of the training set held out for validation (default 0: watch the test "
                              "set, as the article does; the best preset holds out 0.1)")
@@ -280,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     config = make_config(args.preset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, data=args.data,
-                         validation_fraction=args.validation_fraction)
+                         validation_fraction=args.validation_fraction, learning_rate=args.learning_rate)
     result = train(config, reports_dir=args.reports, register=not args.no_register)
     logger.info("Done: test accuracy %.2f%%, model %s", 100 * result.metrics["test_accuracy"], result.tag)
     return 0

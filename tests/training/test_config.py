@@ -35,9 +35,15 @@ def test_overrides_apply_and_none_means_keep():
     assert config.epochs == 3 and config.batch_size == 128
 
 
+def test_the_learning_rate_can_be_set_from_the_command_line():
+    args = parse_args(["--preset", "seed", "--learning-rate", "0.002"])
+    assert make_config(args.preset, learning_rate=args.learning_rate).learning_rate == 0.002
+    assert parse_args([]).learning_rate is None  # the preset's own
+
+
 @pytest.mark.parametrize("overrides", [{"epochs": 0}, {"batch_size": 0}, {"validation_fraction": 0.7},
                                        {"lr_schedule": "step"}, {"augment": "heavy"}, {"augment_fraction": 1.5},
-                                       {"precision": "float16"}])
+                                       {"precision": "float16"}, {"learning_rate": 0.0}, {"learning_rate": -0.01}])
 def test_bad_settings_say_what_is_wrong(overrides):
     with pytest.raises(ValueError):
         make_config(**overrides)
