@@ -100,7 +100,8 @@ def deskew(digits: np.ndarray) -> np.ndarray:
     # Output pixel (r, c) reads the input at (r, c + shift_r), shift_r = slant * (r - centre row): each row
     # is one window of IMAGE_SIZE + 1 input columns, starting floor(shift_r) columns over, blended with its
     # neighbour one column on by the fraction. Rows are padded with no ink wider than any shift, so a window
-    # is a slice (a strided view picked per row), not a gather per pixel: 2 µs a digit instead of 9.
+    # is a slice (a strided view picked per row), not a gather per pixel: 4 µs a digit in batches of 256 instead
+    # of 11 (52 µs for a single digit instead of 199).
     shift = slant[:, None] * row_offset  # (n, 28)
     whole = np.floor(shift)
     fraction = (shift - whole)[:, :, None]

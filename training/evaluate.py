@@ -20,9 +20,15 @@ def predict_probabilities(infer: Callable[[np.ndarray], np.ndarray], images: np.
     reported is the accuracy the service gives on the same pixels.
     """
     digits = np.stack([normalize_digit(image) for image in images])
-    batches = [infer(model_input(digits[start:start + EVAL_BATCH_SIZE]))
-               for start in range(0, len(digits), EVAL_BATCH_SIZE)]
-    return np.concatenate(batches)
+    return infer_in_batches(infer, digits, model_input)
+
+
+def infer_in_batches(infer: Callable[[np.ndarray], np.ndarray], digits: np.ndarray,
+                     model_input: Callable[[np.ndarray], np.ndarray] = to_model_input) -> np.ndarray:
+    """Class probabilities (n, 10) for normalised uint8 digits (n, 28, 28): each ``EVAL_BATCH_SIZE`` of them
+    made into the model's input by ``model_input`` and passed to ``infer``."""
+    return np.concatenate([infer(model_input(digits[start:start + EVAL_BATCH_SIZE]))
+                           for start in range(0, len(digits), EVAL_BATCH_SIZE)])
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from models.preprocessing import to_model_input
-from training.evaluate import EVAL_BATCH_SIZE, classification_report
+from training.evaluate import classification_report, infer_in_batches
 
 logger = logging.getLogger(__name__)
 
@@ -227,8 +227,7 @@ def evaluate_personlike(infer: Callable[[np.ndarray], np.ndarray], personlike: P
     """
     if digits is None:
         digits = preprocess_uploads(personlike.uploads)
-    probabilities = np.concatenate([infer(model_input(digits[start:start + EVAL_BATCH_SIZE]))
-                                    for start in range(0, len(digits), EVAL_BATCH_SIZE)])
+    probabilities = infer_in_batches(infer, digits, model_input)
     correct = probabilities.argmax(axis=1) == personlike.labels
     styles = np.asarray(personlike.styles)
     result = {"source": SOURCE, "render_seed": RENDER_SEED, "styles": list(STYLES)}
