@@ -136,11 +136,40 @@ def test_writing_styles_change_only_ones_fours_sevens_and_nines(digits):
     ones = labels == 1  # every 1 gets a flag, and some a foot
     area = lambda x: (x > 0.5).sum(axis=(1, 2))  # noqa: E731
     assert np.all(area(out[ones]) > area(before[ones]))
-    drawn = np.isin(labels, (1, 4, 7))  # flags, feet, bars and closing strokes only ever add ink
+    drawn = np.isin(labels, (1, 7, 9))  # flags, feet, bars and hooks only ever add ink
     assert (out[drawn] >= before[drawn] - 1e-6).all()
-    nines = labels == 9  # a curled tail moves the bottom of a 9 to the left
-    centre_col = lambda x: (x[:, 20:, :].sum(axis=1) * np.arange(28)).sum(axis=1) / x[:, 20:, :].sum(axis=(1, 2))  # noqa: E731
-    assert np.mean(centre_col(out[nines]) < centre_col(before[nines])) > 0.9
+    fours = labels == 4  # some closed (ink added), some with a short stem (ink rubbed out)
+    assert (area(out[fours]) > area(before[fours])).any() and (area(out[fours]) < area(before[fours])).any()
+
+
+def test_a_hooked_tail_adds_a_stroke_leftwards_from_the_foot_of_each_nine(digits):
+    images, labels = digits
+    nines = ink(images[labels == 9])
+    out = augment.writing_styles(nines, np.full(len(nines), 9), np.random.default_rng(0),
+                                 replace(OFF, style_probability=1.0))
+    assert (out >= nines - 1e-6).all()  # only drawn, nothing moved
+    top, bottom, _, foot_col = augment._ink_extent(nines)
+    added = (out > 0.5) & ~(nines > 0.5)
+    rows, cols = np.mgrid[0:28, 0:28]
+    low_left = (rows[None] >= (top + 0.6 * (bottom - top))[:, None, None]) & (cols[None] < foot_col[:, None, None] + 2)
+    # Every 9 gains ink, nearly all of it low down and left of where its stem ended (give or take a stroke).
+    assert added.any(axis=(1, 2)).all()
+    assert (added & low_left).sum() / added.sum() > 0.9
+
+
+def test_a_short_stem_four_keeps_its_left_arm_crossbar_and_foot(digits):
+    images, labels = digits
+    fours = ink(images[labels == 4])
+    stem_top, bar_end, usable = augment._four_corners(fours)
+    out = augment._short_stem(fours, np.random.default_rng(0))
+    assert (out <= fours).all()  # only rubbed out
+    np.testing.assert_array_equal(out[~usable], fours[~usable])
+    rows, cols = np.mgrid[0:28, 0:28]
+    for before, after, top, end in zip(fours[usable], out[usable], stem_top[usable], bar_end[usable]):
+        np.testing.assert_array_equal(after[rows >= end[0]], before[rows >= end[0]])  # the bar and below
+        left = cols < end[1] + 0.6 * (top[1] - end[1])
+        np.testing.assert_array_equal(after[left], before[left])  # the left arm
+        assert after[int(top[0]), int(round(top[1]))] == 0  # the stem's old top is gone
 
 
 def test_each_training_batch_is_seeded_by_its_number(digits):
