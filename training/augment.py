@@ -393,7 +393,9 @@ def writing_styles(ink: np.ndarray, labels: np.ndarray, rng: np.random.Generator
     fours = np.flatnonzero(chosen & (labels == 4))
     if len(fours):
         short = rng.random(len(fours)) < settings.short_stem_probability
-        out[fours] = np.where(short[:, None, None], _short_stem(ink[fours], rng), _closed_top(ink[fours], rng))
+        corners = _four_corners(ink[fours])  # found once for both styles
+        out[fours] = np.where(short[:, None, None], _short_stem(ink[fours], corners, rng),
+                              _closed_top(ink[fours], corners, rng))
     nines = np.flatnonzero(chosen & (labels == 9))
     if len(nines):
         out[nines] = _hooked_tail(ink[nines], rng)
@@ -475,19 +477,20 @@ def _four_corners(fours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return stem_top, bar_end, usable
 
 
-def _closed_top(fours: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Close an open 4: a stroke from the top of its right-hand stem to the left end of its crossbar."""
-    stem_top, bar_end, usable = _four_corners(fours)
+def _closed_top(fours: np.ndarray, corners: tuple[np.ndarray, ...], rng: np.random.Generator) -> np.ndarray:
+    """Close an open 4: a stroke from the top of its right-hand stem to the left end of its crossbar.
+    ``corners`` is ``_four_corners(fours)``."""
+    stem_top, bar_end, usable = corners
     closed = _segments(fours, stem_top, bar_end, rng.uniform(1.5, 2.5, len(fours)).astype(np.float32))
     return np.where(usable[:, None, None], closed, fours)
 
 
-def _short_stem(fours: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _short_stem(fours: np.ndarray, corners: tuple[np.ndarray, ...], rng: np.random.Generator) -> np.ndarray:
     """A 4 whose right-hand stem starts a little above the crossbar instead of at the top: its upper part is
     rubbed out, leaving a tall left arm that runs into the bar, the way many people write a 4 (and a shape
-    that reads as a 6 to a network that only saw MNIST's 4s)."""
+    that reads as a 6 to a network that only saw MNIST's 4s). ``corners`` is ``_four_corners(fours)``."""
     count, height, width = fours.shape
-    stem_top, bar_end, usable = _four_corners(fours)
+    stem_top, bar_end, usable = corners
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
     cut = stem_top[:, 0] + rng.uniform(0.4, 0.9, count) * (bar_end[:, 0] - stem_top[:, 0])
     stem_left = stem_top[:, 1] - 0.4 * (stem_top[:, 1] - bar_end[:, 1])

@@ -160,8 +160,9 @@ def test_a_hooked_tail_adds_a_stroke_leftwards_from_the_foot_of_each_nine(digits
 def test_a_short_stem_four_keeps_its_left_arm_crossbar_and_foot(digits):
     images, labels = digits
     fours = ink(images[labels == 4])
-    stem_top, bar_end, usable = augment._four_corners(fours)
-    out = augment._short_stem(fours, np.random.default_rng(0))
+    corners = augment._four_corners(fours)
+    stem_top, bar_end, usable = corners
+    out = augment._short_stem(fours, corners, np.random.default_rng(0))
     assert (out <= fours).all()  # only rubbed out
     np.testing.assert_array_equal(out[~usable], fours[~usable])
     rows, cols = np.mgrid[0:28, 0:28]
