@@ -23,7 +23,7 @@ import numpy as np
 from models.cnn import build_cnn, make_inference_fn
 from models.preprocessing import INPUT_SHAPE, NUM_CLASSES, model_input_function, to_model_input
 from training import registry
-from training.augment import augment_batch
+from training.augment import augment_batch, warp_clean
 from training.config import DEFAULT_PRESET, PRESETS, TrainConfig, make_config
 from training.data import SOURCES, MnistData, load_mnist
 from training.evaluate import classification_report, predict_probabilities
@@ -54,17 +54,25 @@ def upload_augmenter(config: TrainConfig):
 
     Each batch's random numbers come from (seed, batch number), so a run is repeatable however tf.data
     schedules the batches. With ``augment="uploads"``, ``augment_fraction`` of each batch goes through
-    ``augment_batch``; then the whole batch becomes model input by the config's preprocessing pipeline.
+    ``augment_batch``, and ``clean_warp_fraction`` of the rest through ``warp_clean``; then the whole batch
+    becomes model input by the config's preprocessing pipeline.
     """
     model_input = model_input_function(config.preprocessing_version)
     fraction = config.augment_fraction if config.augment == "uploads" else 0.0
+    # One uniform draw per digit picks both shares: below ``fraction`` an upload, from ``warped_from`` up a
+    # warped MNIST digit (none when clean_warp_fraction is 0: the draw is below 1), in between a clean one.
+    warped_from = 1.0 - config.clean_warp_fraction * (1.0 - fraction)
 
     def augment(batch_number: np.ndarray, digits: np.ndarray, labels: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng([config.seed, int(batch_number)])
-        chosen = np.flatnonzero(rng.random(len(digits)) < fraction)
+        draw = rng.random(len(digits))
+        chosen = draw < fraction
+        warped = ~chosen & (draw >= warped_from)
         digits = digits.copy()
-        if len(chosen):
+        if chosen.any():
             digits[chosen] = augment_batch(digits[chosen], labels[chosen], rng, config.augment_settings)
+        if warped.any():
+            digits[warped] = warp_clean(digits[warped], rng)
         return model_input(digits)
 
     return augment
@@ -72,7 +80,7 @@ def upload_augmenter(config: TrainConfig):
 
 def in_numpy(config: TrainConfig) -> bool:
     """Whether batches are made in NumPy (augmented, or deskewed) rather than only scaled in the graph."""
-    return config.augment == "uploads" or config.deskew
+    return config.augment == "uploads" or config.clean_warp_fraction > 0.0 or config.deskew
 
 
 def training_dataset(images: np.ndarray, labels: np.ndarray, config: TrainConfig):

@@ -191,3 +191,38 @@ def test_each_training_batch_is_seeded_by_its_number(digits):
     untouched = np.all(first == clean, axis=(1, 2, 3))
     # The preset's share of each batch is augmented; the rest stays clean MNIST (a seeded draw per image).
     assert abs(untouched.mean() - (1 - config.augment_fraction)) < 0.15
+
+
+def test_the_clean_warp_only_tilts_and_wobbles_mnist_digits(digits):
+    """MNIST's own augmentation: each digit moved a little, still framed like MNIST, with its pen and style."""
+    images, _ = digits
+    out = augment.warp_clean(images, np.random.default_rng(0))
+    again = augment.warp_clean(images, np.random.default_rng(0))
+    assert out.shape == images.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, again)
+    changed = np.any(out != frame_like_uploads(ink(images)), axis=(1, 2))
+    assert changed.mean() > 0.9  # nearly every digit moves (a few are drawn with no rotation to speak of)
+    for digit in out:
+        rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+        assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= DIGIT_BOX
+    # No pen change, no low resolution, no blur: the ink's amount stays MNIST's, within a fifth.
+    ratio = (out > 127).sum(axis=(1, 2)) / np.maximum((images > 127).sum(axis=(1, 2)), 1)
+    assert 0.8 < np.median(ratio) < 1.25
+    with pytest.raises(ValueError, match="uint8 digits"):
+        augment.warp_clean(images.astype(np.float32), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("clean_warp_fraction", [0.0, 0.5, 1.0])
+def test_a_batch_splits_into_uploads_warped_digits_and_clean_ones(digits, clean_warp_fraction):
+    """``augment_fraction`` of a batch becomes uploads; ``clean_warp_fraction`` of the rest is warped."""
+    from models.preprocessing import model_input_function
+    from training.config import make_config
+    from training.train import upload_augmenter
+
+    images, labels = digits
+    config = make_config("people", clean_warp_fraction=clean_warp_fraction)
+    clean = model_input_function(config.preprocessing_version)(images)
+    untouched = np.mean([np.all(upload_augmenter(config)(np.int64(batch), images, labels) == clean, axis=(1, 2, 3))
+                         for batch in range(5)])
+    expected = (1 - config.augment_fraction) * (1 - clean_warp_fraction)
+    assert abs(untouched - expected) < 0.07, (untouched, expected)  # 1,000 seeded draws

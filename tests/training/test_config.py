@@ -27,6 +27,7 @@ def test_best_preset_trains_longer_with_augmentation_and_a_held_out_split():
     config = make_config("best")
     assert config.epochs > make_config().epochs and config.augment != "none" and config.lr_schedule == "cosine"
     assert config.validation_fraction == 0.1
+    assert config.clean_warp_fraction == 1.0  # the half not made to look like uploads gets MNIST's own warp
     assert config.preset == "best"
 
 
@@ -43,6 +44,7 @@ def test_the_learning_rate_can_be_set_from_the_command_line():
 
 @pytest.mark.parametrize("overrides", [{"epochs": 0}, {"batch_size": 0}, {"validation_fraction": 0.7},
                                        {"lr_schedule": "step"}, {"augment": "heavy"}, {"augment_fraction": 1.5},
+                                       {"clean_warp_fraction": -0.1}, {"clean_warp_fraction": 1.5},
                                        {"precision": "float16"}, {"learning_rate": 0.0}, {"learning_rate": -0.01}])
 def test_bad_settings_say_what_is_wrong(overrides):
     with pytest.raises(ValueError):
