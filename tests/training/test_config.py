@@ -42,6 +42,12 @@ def test_the_learning_rate_can_be_set_from_the_command_line():
     assert parse_args([]).learning_rate is None  # the preset's own
 
 
+def test_the_clean_share_warp_can_be_set_from_the_command_line():
+    args = parse_args(["--preset", "best", "--clean-warp-fraction", "0"])
+    assert make_config(args.preset, clean_warp_fraction=args.clean_warp_fraction).clean_warp_fraction == 0.0
+    assert parse_args([]).clean_warp_fraction is None and make_config().clean_warp_fraction == 0.0
+
+
 @pytest.mark.parametrize("overrides", [{"epochs": 0}, {"batch_size": 0}, {"validation_fraction": 0.7},
                                        {"lr_schedule": "step"}, {"augment": "heavy"}, {"augment_fraction": 1.5},
                                        {"clean_warp_fraction": -0.1}, {"clean_warp_fraction": 1.5},
