@@ -16,6 +16,7 @@ elastic wobble (``warp``), pen width (``stroke_width``), low resolution (``low_r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -501,26 +502,19 @@ def _short_stem(fours: np.ndarray, corners: tuple[np.ndarray, ...], rng: np.rand
 def augment_batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
                   settings: AugmentSettings) -> np.ndarray:
     """uint8 (n, 28, 28) MNIST digits -> uint8 (n, 28, 28) person-like digits, framed as uploads are."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"augment_batch needs uint8 digits of shape (n, 28, 28), got {images.dtype} {images.shape}.")
+    images = _checked_digits(images, "augment_batch")
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} digits but {len(labels)} labels.")
     labels = np.asarray(labels)
-    framed = np.empty_like(images)
-    for start in range(0, len(images), CHUNK):  # small chunks stay in the CPU's cache: 10x faster
-        part = slice(start, start + CHUNK)
-        ink = images[part].astype(np.float32) / 255.0
+
+    def distort(ink: np.ndarray, part: slice) -> np.ndarray:
         ink = writing_styles(ink, labels[part], rng, settings)
         ink = warp(ink, rng, settings)
         ink = stroke_width(ink, rng, settings)
         ink = low_resolution(ink, rng, settings)
-        ink = blur(ink, rng, settings)
-        framed[part] = frame_like_uploads(ink)
-    # A distortion that left no ink (rare: a thin digit thinned away) keeps the original digit.
-    empty = framed.reshape(len(framed), -1).max(axis=1) == 0
-    framed[empty] = images[empty]
-    return framed
+        return blur(ink, rng, settings)
+
+    return _distort_and_frame(images, distort)
 
 
 # The classic augmentation of MNIST itself (small rotations, shears and scales, a gentle elastic wobble, as
@@ -533,13 +527,25 @@ CLEAN_WARP = AugmentSettings(rotation_degrees=8.0, shear=0.15, scale=(0.9, 1.1),
 def warp_clean(images: np.ndarray, rng: np.random.Generator, settings: AugmentSettings = CLEAN_WARP) -> np.ndarray:
     """uint8 (n, 28, 28) MNIST digits -> the same digits mildly warped (``warp`` with ``settings``: only its
     geometry and elastic wobble), framed as uploads are."""
+    images = _checked_digits(images, "warp_clean")
+    return _distort_and_frame(images, lambda ink, part: warp(ink, rng, settings))
+
+
+def _checked_digits(images: np.ndarray, caller: str) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"warp_clean needs uint8 digits of shape (n, 28, 28), got {images.dtype} {images.shape}.")
+        raise ValueError(f"{caller} needs uint8 digits of shape (n, 28, 28), got {images.dtype} {images.shape}.")
+    return images
+
+
+def _distort_and_frame(images: np.ndarray, distort: Callable[[np.ndarray, slice], np.ndarray]) -> np.ndarray:
+    """``distort(ink, part)`` each chunk of uint8 digits as float ink in [0, 1] (``part`` is its slice of the
+    batch), then frame it as ``normalize_digit`` frames an upload. A distortion that left no ink (rare: a thin
+    digit thinned away, or warped off the frame) keeps the original digit."""
     framed = np.empty_like(images)
-    for start in range(0, len(images), CHUNK):
+    for start in range(0, len(images), CHUNK):  # small chunks stay in the CPU's cache: 10x faster
         part = slice(start, start + CHUNK)
-        framed[part] = frame_like_uploads(warp(images[part].astype(np.float32) / 255.0, rng, settings))
-    empty = framed.reshape(len(framed), -1).max(axis=1) == 0  # a digit warped off the frame keeps its original
+        framed[part] = frame_like_uploads(distort(images[part].astype(np.float32) / 255.0, part))
+    empty = framed.reshape(len(framed), -1).max(axis=1) == 0
     framed[empty] = images[empty]
     return framed

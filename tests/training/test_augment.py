@@ -222,7 +222,8 @@ def test_a_batch_splits_into_uploads_warped_digits_and_clean_ones(digits, clean_
     images, labels = digits
     config = make_config("people", clean_warp_fraction=clean_warp_fraction)
     clean = model_input_function(config.preprocessing_version)(images)
-    untouched = np.mean([np.all(upload_augmenter(config)(np.int64(batch), images, labels) == clean, axis=(1, 2, 3))
+    augment = upload_augmenter(config)
+    untouched = np.mean([np.all(augment(np.int64(batch), images, labels) == clean, axis=(1, 2, 3))
                          for batch in range(5)])
     expected = (1 - config.augment_fraction) * (1 - clean_warp_fraction)
     assert abs(untouched - expected) < 0.07, (untouched, expected)  # 1,000 seeded draws
