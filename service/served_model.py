@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from models.preprocessing import INPUT_SHAPE, deskew, deskewed_model_input, to_model_input
+from models.preprocessing import INPUT_SHAPE, PREPROCESSING_VERSION, digit_steps_function, model_input_function
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +20,12 @@ class ServedModel:
     tag: str  # the exact store tag, "mnist_cnn:<version>"
     info: Any  # bentoml's ModelInfo: metadata, labels, creation_time
     infer: Callable[[np.ndarray], np.ndarray]  # (n, 28, 28, 1) float32 in [0, 1] -> (n, 10) probabilities
-    # uint8 digits (n, 28, 28) -> the input ``infer`` takes, by the pipeline the model was trained for
-    model_input: Callable[[np.ndarray], np.ndarray] = to_model_input
+    pipeline: str = PREPROCESSING_VERSION  # the preprocessing the model reads digits through (its metadata's)
+
+    @property
+    def model_input(self) -> Callable[[np.ndarray], np.ndarray]:
+        """uint8 digits (n, 28, 28) -> the input ``infer`` takes, by the model's pipeline."""
+        return model_input_function(self.pipeline)
 
     @property
     def name(self) -> str:
@@ -40,9 +44,8 @@ class ServedModel:
         return self.infer(self.model_input(digits))
 
     def as_seen(self, digits: np.ndarray) -> np.ndarray:
-        """uint8 digits (n, 28, 28) as this model sees them: straightened, for a model trained on deskewed
-        digits."""
-        return deskew(digits) if self.model_input is deskewed_model_input else digits
+        """uint8 digits (n, 28, 28) as this model sees them: thinned or straightened, as its pipeline says."""
+        return digit_steps_function(self.pipeline)(digits)
 
 
 def load_served_model(stored) -> ServedModel:
@@ -52,12 +55,12 @@ def load_served_model(stored) -> ServedModel:
     trained for a preprocessing pipeline this code does not know.
     """
     from models.cnn import make_inference_fn  # imports TensorFlow: only where a model is served
-    from training.registry import ModelLoadError, load_model, model_input_of
+    from training.registry import ModelLoadError, load_model, pipeline_of
 
     try:
-        model_input = model_input_of(stored)
+        pipeline = pipeline_of(stored)
     except ValueError as error:
         raise ModelLoadError(f"{stored.tag}: {error}") from None
     infer = make_inference_fn(load_model(stored))
     infer(np.zeros((1, *INPUT_SHAPE), np.float32))  # warm-up: trace and compile now
-    return ServedModel(tag=str(stored.tag), info=stored.info, infer=infer, model_input=model_input)
+    return ServedModel(tag=str(stored.tag), info=stored.info, infer=infer, pipeline=pipeline)

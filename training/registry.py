@@ -105,7 +105,18 @@ def model_input_of(stored: bentoml.Model):
     code does not know."""
     from models.preprocessing import model_input_function
 
-    return model_input_function(stored.info.metadata.get("preprocessing_version"))
+    return model_input_function(pipeline_of(stored))
+
+
+def pipeline_of(stored: bentoml.Model) -> str:
+    """The preprocessing pipeline this entry's metadata names (the first, for entries from before it was
+    recorded); ValueError for one this code does not know."""
+    from models.preprocessing import PREPROCESSING_VERSION, model_input_function
+
+    pipeline = stored.info.metadata.get("preprocessing_version")
+    pipeline = PREPROCESSING_VERSION if pipeline is None else pipeline
+    model_input_function(pipeline)  # raises ValueError, naming the pipelines this code knows
+    return pipeline
 
 
 def promote(tag: str) -> str:

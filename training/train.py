@@ -55,9 +55,9 @@ def upload_augmenter(config: TrainConfig):
     Each batch's random numbers come from (seed, batch number), so a run is repeatable however tf.data
     schedules the batches. With ``augment="uploads"``, ``augment_fraction`` of each batch goes through
     ``augment_batch``, and ``clean_warp_fraction`` of the rest through ``warp_clean``; then the whole batch
-    becomes model input by the config's preprocessing pipeline.
+    becomes model input by the config's fit pipeline (``fit_preprocessing_version``).
     """
-    model_input = model_input_function(config.preprocessing_version)
+    model_input = model_input_function(config.fit_preprocessing_version)
     fraction = config.augment_fraction if config.augment == "uploads" else 0.0
     # One uniform draw per digit picks both shares: below ``fraction`` an upload, from ``warped_from`` up a
     # warped MNIST digit (none when clean_warp_fraction is 0: the draw is below 1), in between a clean one.
@@ -282,6 +282,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clean-warp-fraction", type=float, metavar="SHARE",
                         help="share of the digits not made to look like uploads that get MNIST's classic "
                              "augmentation, 0 to 1 (people: 0, best: 1)")
+    parser.add_argument("--thin-inputs", action=argparse.BooleanOptionalAction, default=None,
+                        help="read digits with wide strokes thinned, in evaluation and in the service (people "
+                             "and best: on; needs deskew); the fit is the same either way")
     parser.add_argument("--data", default=None, metavar="SOURCE",
                         help=f"where MNIST comes from: {', '.join(SOURCES)} (default auto)")
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="where reports go (default reports/)")
@@ -294,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = make_config(args.preset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, data=args.data,
                          validation_fraction=args.validation_fraction, learning_rate=args.learning_rate,
-                         clean_warp_fraction=args.clean_warp_fraction)
+                         clean_warp_fraction=args.clean_warp_fraction, thin_inputs=args.thin_inputs)
     result = train(config, reports_dir=args.reports, register=not args.no_register)
     logger.info("Done: test accuracy %.2f%%, model %s", 100 * result.metrics["test_accuracy"], result.tag)
     return 0

@@ -16,10 +16,15 @@ from models.preprocessing import (
     LABELS,
     NUM_CLASSES,
     PREPROCESSING_VERSION,
+    THIN_ABOVE,
+    THINNED_VERSION,
     NoInkError,
     deskew,
+    digit_steps_function,
     model_input_function,
     normalize_digit,
+    stroke_width,
+    thin_strokes,
     to_model_input,
 )
 from tests.uploads import encode, render_as_upload
@@ -312,5 +317,85 @@ def test_each_pipeline_has_its_input_function():
     assert model_input_function(None) is to_model_input
     assert model_input_function(PREPROCESSING_VERSION) is to_model_input
     np.testing.assert_array_equal(model_input_function(DESKEWED_VERSION)(digits), to_model_input(deskew(digits)))
+    np.testing.assert_array_equal(model_input_function(THINNED_VERSION)(digits),
+                                  to_model_input(deskew(thin_strokes(digits))))
     with pytest.raises(ValueError, match="mnist-norm-0"):
         model_input_function("mnist-norm-0")
+    for bad in (["mnist-norm-1"], 1, ""):  # metadata is data: a list or a number is refused, not a TypeError
+        with pytest.raises(ValueError):
+            model_input_function(bad)
+
+
+def test_each_pipeline_shows_the_digits_its_model_sees():
+    """``digit_steps_function``: what a pipeline does to the digits before scaling (what /normalized shows)."""
+    digit = slanted_bar(0.5)
+    for version, expected in ((None, digit[np.newaxis]), (PREPROCESSING_VERSION, digit[np.newaxis]),
+                              (DESKEWED_VERSION, deskew(digit[np.newaxis])),
+                              (THINNED_VERSION, deskew(thin_strokes(digit[np.newaxis])))):
+        np.testing.assert_array_equal(digit_steps_function(version)(digit), expected)
+        np.testing.assert_array_equal(to_model_input(digit_steps_function(version)(digit)),
+                                      model_input_function(version)(digit))
+    with pytest.raises(ValueError, match="mnist-norm-0"):
+        digit_steps_function("mnist-norm-0")
+
+
+# --- stroke width --------------------------------------------------------------------------------------
+
+
+def upright_bar(width: int) -> np.ndarray:
+    """A bar ``width`` pixels wide from row 4 to row 23, centred on column 14."""
+    digit = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    digit[4:24, 14 - width // 2:14 - width // 2 + width] = 255
+    return digit
+
+
+def ring(outer: float, inner: float) -> np.ndarray:
+    """A 0 drawn as a ring between radii ``inner`` and ``outer``, anti-aliased over a pixel."""
+    rows, cols = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE]
+    radius = np.hypot(rows - 13.5, (cols - 13.5) * 1.4)
+    ink = np.clip(np.minimum(outer - radius, radius - inner) + 0.5, 0.0, 1.0)
+    return np.rint(255 * ink).astype(np.uint8)
+
+
+@pytest.mark.parametrize("width", [2, 3, 5, 7])
+def test_stroke_width_measures_a_bar(width):
+    # 2 * ink / edge: a 20 x w bar holds 20 w of ink inside 2 (20 + w) of edge (its two ends count too).
+    assert stroke_width(upright_bar(width)[np.newaxis])[0] == pytest.approx(20 * width / (20 + width), rel=0.1)
+
+
+def test_stroke_width_reads_mnist_as_mnist_and_a_blank_as_nothing(mnist_digits):
+    widths = stroke_width(mnist_digits[0][:1000])
+    assert 2.2 < np.median(widths) < 3.0  # MNIST's pens: about 2.6 px (the full test set's median)
+    assert np.mean(widths > THIN_ABOVE) < 0.15
+    assert stroke_width(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))[0] == 0.0
+
+
+@pytest.mark.parametrize("digit", [upright_bar(7), upright_bar(9), ring(9.5, 3.0)], ids=["bar7", "bar9", "ring"])
+def test_thin_strokes_brings_a_wide_stroke_toward_the_limit(digit):
+    """A marker's stroke is thinned to about THIN_ABOVE wide; the digit keeps its place and its extent."""
+    before = digit[np.newaxis]
+    after = thin_strokes(before)
+    assert after.dtype == np.uint8 and after.shape == before.shape
+    assert stroke_width(before)[0] > THIN_ABOVE + 1.5
+    assert THIN_ABOVE - 1.0 < stroke_width(after)[0] < stroke_width(before)[0] - 1.0
+    assert np.allclose(centre_of_mass(after[0]), centre_of_mass(digit), atol=0.5)
+    rows = np.flatnonzero(after[0].max(axis=1) > 64)
+    assert rows[-1] - rows[0] >= 15  # two passes take at most two pixels off each end: still a digit
+
+
+def test_thin_strokes_leaves_thin_strokes_and_most_of_mnist_alone(mnist_digits):
+    digits = mnist_digits[0][:1000]
+    thin = np.stack([upright_bar(2), upright_bar(3), slanted_bar(0.3), np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)])
+    np.testing.assert_array_equal(thin_strokes(thin), thin)
+    after = thin_strokes(digits)
+    changed = np.any(after != digits, axis=(1, 2))
+    assert changed.mean() < 0.15  # only the widest of MNIST's pens
+    np.testing.assert_array_equal(changed, stroke_width(digits) > THIN_ABOVE)
+    assert (after <= digits).all()  # an erosion only ever takes ink away
+    np.testing.assert_array_equal(thin_strokes(digits[changed][:1]), after[changed][:1])  # alone as in a batch
+
+
+def test_thin_strokes_takes_only_uint8_digit_batches():
+    for bad in (np.zeros((28, 28), np.uint8), np.zeros((2, 28, 28), np.float32), np.zeros((2, 27, 28), np.uint8)):
+        with pytest.raises(ValueError):
+            thin_strokes(bad)

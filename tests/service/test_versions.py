@@ -95,13 +95,14 @@ def test_the_test_suites_model_passes_the_gate_and_an_untrained_one_does_not(tra
     assert refusal.value.reason == "below_accuracy_floor"
 
 
-@pytest.mark.parametrize("pipeline,served", [("mnist-norm-1-deskew", True), ("mnist-norm-99", False)])
+@pytest.mark.parametrize("pipeline,served", [("mnist-norm-1-deskew", True), ("mnist-norm-1-thin-deskew", True),
+                                             ("mnist-norm-99", False)])
 def test_a_version_is_served_with_the_preprocessing_it_was_trained_for(trained, pipeline, served):
     """The gate, and then the engine, make a version's input by the pipeline its metadata names; a pipeline
     this service does not have is refused before the model is loaded."""
     import bentoml
 
-    from models.preprocessing import deskew, deskewed_model_input, model_input_function
+    from models.preprocessing import deskew, model_input_function, thin_strokes, to_model_input
     from service.served_model import load_served_model
     from service.settings import Settings
     from training.registry import ModelLoadError, register
@@ -120,8 +121,12 @@ def test_a_version_is_served_with_the_preprocessing_it_was_trained_for(trained, 
         model = versions.validate(bentoml.models.get(tag), Settings().gate_min_accuracy)
     finally:
         bentoml.models.delete(tag)
-    assert model.model_input is deskewed_model_input
+    assert model.pipeline == pipeline and model.model_input is model_input_function(pipeline)
     digits, _ = versions.gate_digits()
-    np.testing.assert_allclose(model.infer(model.model_input(digits[:8])),
-                               model.infer(deskewed_model_input(digits[:8])))
-    np.testing.assert_array_equal(model.as_seen(digits[:8]), deskew(digits[:8]))  # what /normalized shows
+    wide = digits[:8]  # drawn with a marker: each stroke a pixel wider, so that the thinning has work to do
+    for shift in ((0, 1), (1, 0), (1, 1)):
+        wide = np.maximum(wide, np.roll(digits[:8], shift, axis=(1, 2)))
+    seen = deskew(thin_strokes(wide) if "thin" in pipeline else wide)
+    assert ("thin" in pipeline) == (not np.array_equal(seen, deskew(wide)))
+    np.testing.assert_allclose(model.infer(model.model_input(wide)), model.infer(to_model_input(seen)))
+    np.testing.assert_array_equal(model.as_seen(wide), seen)  # what /normalized shows

@@ -187,7 +187,7 @@ def test_each_training_batch_is_seeded_by_its_number(digits):
     assert first.shape == (len(images), 28, 28, 1) and first.dtype == np.float32
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, next_batch)
-    clean = model_input_function(config.preprocessing_version)(images)  # the preset's pipeline (deskew)
+    clean = model_input_function(config.fit_preprocessing_version)(images)  # the preset's fit pipeline (deskew)
     untouched = np.all(first == clean, axis=(1, 2, 3))
     # The preset's share of each batch is augmented; the rest stays clean MNIST (a seeded draw per image).
     assert abs(untouched.mean() - (1 - config.augment_fraction)) < 0.15
@@ -212,6 +212,18 @@ def test_the_clean_warp_only_tilts_and_wobbles_mnist_digits(digits):
         augment.warp_clean(images.astype(np.float32), np.random.default_rng(0))
 
 
+def test_thinning_inputs_leaves_the_fit_as_it_was(digits):
+    """``thin_inputs`` changes how the model reads digits (evaluation, service), not the batches it learns from."""
+    from training.config import make_config
+    from training.train import upload_augmenter
+
+    images, labels = digits
+    thinned, plain = make_config("people"), make_config("people", thin_inputs=False)
+    assert thinned.preprocessing_version != plain.preprocessing_version
+    np.testing.assert_array_equal(upload_augmenter(thinned)(np.int64(2), images, labels),
+                                  upload_augmenter(plain)(np.int64(2), images, labels))
+
+
 @pytest.mark.parametrize("clean_warp_fraction", [0.0, 0.5, 1.0])
 def test_a_batch_splits_into_uploads_warped_digits_and_clean_ones(digits, clean_warp_fraction):
     """``augment_fraction`` of a batch becomes uploads; ``clean_warp_fraction`` of the rest is warped."""
@@ -221,7 +233,7 @@ def test_a_batch_splits_into_uploads_warped_digits_and_clean_ones(digits, clean_
 
     images, labels = digits
     config = make_config("people", clean_warp_fraction=clean_warp_fraction)
-    clean = model_input_function(config.preprocessing_version)(images)
+    clean = model_input_function(config.fit_preprocessing_version)(images)
     augment = upload_augmenter(config)
     untouched = np.mean([np.all(augment(np.int64(batch), images, labels) == clean, axis=(1, 2, 3))
                          for batch in range(5)])
