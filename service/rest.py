@@ -141,7 +141,7 @@ async def normalized(request: Request, image: ImageField, engine: EngineDep) -> 
     """The 28x28 image the model sees for this upload (multipart field ``image``), as a PNG.
 
     It is made by the same code as ``/classify`` uses, so a preview can never differ from what is
-    classified; for a model that reads digits straightened (and thinned) it is straightened (and thinned) too.
+    classified; for a model that reads digits straightened, with their strokes normalised, it is so here too.
     """
     await only_fields(request, "image")
     digit = engine.model.as_seen((await engine.normalise(image.data))[np.newaxis])[0]

@@ -282,9 +282,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clean-warp-fraction", type=float, metavar="SHARE",
                         help="share of the digits not made to look like uploads that get MNIST's classic "
                              "augmentation, 0 to 1 (people: 0, best: 1)")
-    parser.add_argument("--thin-inputs", action=argparse.BooleanOptionalAction, default=None,
-                        help="read digits with wide strokes thinned, in evaluation and in the service (people "
-                             "and best: on; needs deskew); the fit is the same either way")
+    parser.add_argument("--normalize-strokes", action=argparse.BooleanOptionalAction, default=None,
+                        help="read digits with their stroke widths brought into MNIST's range, in evaluation "
+                             "and in the service (people and best: on; needs deskew); the fit is the same "
+                             "either way")
     parser.add_argument("--data", default=None, metavar="SOURCE",
                         help=f"where MNIST comes from: {', '.join(SOURCES)} (default auto)")
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="where reports go (default reports/)")
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = make_config(args.preset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, data=args.data,
                          validation_fraction=args.validation_fraction, learning_rate=args.learning_rate,
-                         clean_warp_fraction=args.clean_warp_fraction, thin_inputs=args.thin_inputs)
+                         clean_warp_fraction=args.clean_warp_fraction, normalize_strokes=args.normalize_strokes)
     result = train(config, reports_dir=args.reports, register=not args.no_register)
     logger.info("Done: test accuracy %.2f%%, model %s", 100 * result.metrics["test_accuracy"], result.tag)
     return 0

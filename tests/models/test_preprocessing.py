@@ -16,15 +16,16 @@ from models.preprocessing import (
     LABELS,
     NUM_CLASSES,
     PREPROCESSING_VERSION,
+    STROKES_VERSION,
+    THICKEN_BELOW,
     THIN_ABOVE,
-    THINNED_VERSION,
     NoInkError,
     deskew,
     digit_steps_function,
     model_input_function,
     normalize_digit,
     stroke_width,
-    thin_strokes,
+    normalize_strokes,
     to_model_input,
 )
 from tests.uploads import encode, render_as_upload
@@ -317,8 +318,8 @@ def test_each_pipeline_has_its_input_function():
     assert model_input_function(None) is to_model_input
     assert model_input_function(PREPROCESSING_VERSION) is to_model_input
     np.testing.assert_array_equal(model_input_function(DESKEWED_VERSION)(digits), to_model_input(deskew(digits)))
-    np.testing.assert_array_equal(model_input_function(THINNED_VERSION)(digits),
-                                  to_model_input(deskew(thin_strokes(digits))))
+    np.testing.assert_array_equal(model_input_function(STROKES_VERSION)(digits),
+                                  to_model_input(deskew(normalize_strokes(digits))))
     with pytest.raises(ValueError, match="mnist-norm-0"):
         model_input_function("mnist-norm-0")
     for bad in (["mnist-norm-1"], 1, ""):  # metadata is data: a list or a number is refused, not a TypeError
@@ -331,7 +332,7 @@ def test_each_pipeline_shows_the_digits_its_model_sees():
     digit = slanted_bar(0.5)
     for version, expected in ((None, digit[np.newaxis]), (PREPROCESSING_VERSION, digit[np.newaxis]),
                               (DESKEWED_VERSION, deskew(digit[np.newaxis])),
-                              (THINNED_VERSION, deskew(thin_strokes(digit[np.newaxis])))):
+                              (STROKES_VERSION, deskew(normalize_strokes(digit[np.newaxis])))):
         np.testing.assert_array_equal(digit_steps_function(version)(digit), expected)
         np.testing.assert_array_equal(to_model_input(digit_steps_function(version)(digit)),
                                       model_input_function(version)(digit))
@@ -371,31 +372,46 @@ def test_stroke_width_reads_mnist_as_mnist_and_a_blank_as_nothing(mnist_digits):
 
 
 @pytest.mark.parametrize("digit", [upright_bar(7), upright_bar(9), ring(9.5, 3.0)], ids=["bar7", "bar9", "ring"])
-def test_thin_strokes_brings_a_wide_stroke_toward_the_limit(digit):
+def test_normalize_strokes_thins_a_wide_stroke_toward_the_range(digit):
     """A marker's stroke is thinned to about THIN_ABOVE wide; the digit keeps its place and its extent."""
     before = digit[np.newaxis]
-    after = thin_strokes(before)
+    after = normalize_strokes(before)
     assert after.dtype == np.uint8 and after.shape == before.shape
     assert stroke_width(before)[0] > THIN_ABOVE + 1.5
     assert THIN_ABOVE - 1.0 < stroke_width(after)[0] < stroke_width(before)[0] - 1.0
+    assert (after <= before).all()  # an erosion only ever takes ink away
     assert np.allclose(centre_of_mass(after[0]), centre_of_mass(digit), atol=0.5)
     rows = np.flatnonzero(after[0].max(axis=1) > 64)
     assert rows[-1] - rows[0] >= 15  # two passes take at most two pixels off each end: still a digit
 
 
-def test_thin_strokes_leaves_thin_strokes_and_most_of_mnist_alone(mnist_digits):
+@pytest.mark.parametrize("width", [1, 2])
+def test_normalize_strokes_thickens_a_thin_stroke_toward_the_range(width):
+    """A thin pen's stroke is widened toward THICKEN_BELOW, by at most one pass."""
+    before = upright_bar(width)[np.newaxis]
+    after = normalize_strokes(before)
+    assert stroke_width(before)[0] < THICKEN_BELOW - 0.5
+    assert stroke_width(before)[0] + 0.4 < stroke_width(after)[0] <= THICKEN_BELOW + 0.5
+    assert (after >= before).all()  # a dilation only ever adds ink
+    assert np.allclose(centre_of_mass(after[0]), centre_of_mass(before[0]), atol=0.5)
+
+
+def test_normalize_strokes_leaves_mnist_like_strokes_and_a_blank_alone(mnist_digits):
+    usual = np.stack([upright_bar(3), upright_bar(4), np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)])  # 2.7, 3.4, 0
+    np.testing.assert_array_equal(normalize_strokes(usual), usual)
     digits = mnist_digits[0][:1000]
-    thin = np.stack([upright_bar(2), upright_bar(3), slanted_bar(0.3), np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)])
-    np.testing.assert_array_equal(thin_strokes(thin), thin)
-    after = thin_strokes(digits)
+    after = normalize_strokes(digits)
+    widths = stroke_width(digits)
     changed = np.any(after != digits, axis=(1, 2))
-    assert changed.mean() < 0.15  # only the widest of MNIST's pens
-    np.testing.assert_array_equal(changed, stroke_width(digits) > THIN_ABOVE)
-    assert (after <= digits).all()  # an erosion only ever takes ink away
-    np.testing.assert_array_equal(thin_strokes(digits[changed][:1]), after[changed][:1])  # alone as in a batch
+    within = (widths >= THICKEN_BELOW) & (widths <= THIN_ABOVE)
+    assert not changed[within].any() and within.mean() > 0.3
+    assert (after[widths > THIN_ABOVE] <= digits[widths > THIN_ABOVE]).all()
+    assert (after[widths < THICKEN_BELOW] >= digits[widths < THICKEN_BELOW]).all()
+    np.testing.assert_array_equal(normalize_strokes(digits[:1]), after[:1])  # alone as in a batch
+    np.testing.assert_array_equal(normalize_strokes(digits[changed][:1]), after[changed][:1])
 
 
-def test_thin_strokes_takes_only_uint8_digit_batches():
+def test_normalize_strokes_takes_only_uint8_digit_batches():
     for bad in (np.zeros((28, 28), np.uint8), np.zeros((2, 28, 28), np.float32), np.zeros((2, 27, 28), np.uint8)):
         with pytest.raises(ValueError):
-            thin_strokes(bad)
+            normalize_strokes(bad)

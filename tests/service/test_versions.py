@@ -95,14 +95,14 @@ def test_the_test_suites_model_passes_the_gate_and_an_untrained_one_does_not(tra
     assert refusal.value.reason == "below_accuracy_floor"
 
 
-@pytest.mark.parametrize("pipeline,served", [("mnist-norm-1-deskew", True), ("mnist-norm-1-thin-deskew", True),
+@pytest.mark.parametrize("pipeline,served", [("mnist-norm-1-deskew", True), ("mnist-norm-1-strokes-deskew", True),
                                              ("mnist-norm-99", False)])
 def test_a_version_is_served_with_the_preprocessing_it_was_trained_for(trained, pipeline, served):
     """The gate, and then the engine, make a version's input by the pipeline its metadata names; a pipeline
     this service does not have is refused before the model is loaded."""
     import bentoml
 
-    from models.preprocessing import deskew, model_input_function, thin_strokes, to_model_input
+    from models.preprocessing import deskew, model_input_function, normalize_strokes, to_model_input
     from service.served_model import load_served_model
     from service.settings import Settings
     from training.registry import ModelLoadError, register
@@ -123,10 +123,10 @@ def test_a_version_is_served_with_the_preprocessing_it_was_trained_for(trained, 
         bentoml.models.delete(tag)
     assert model.pipeline == pipeline and model.model_input is model_input_function(pipeline)
     digits, _ = versions.gate_digits()
-    wide = digits[:8]  # drawn with a marker: each stroke a pixel wider, so that the thinning has work to do
+    wide = digits[:8]  # drawn with a marker: each stroke a pixel wider, so that the normalisation has work to do
     for shift in ((0, 1), (1, 0), (1, 1)):
         wide = np.maximum(wide, np.roll(digits[:8], shift, axis=(1, 2)))
-    seen = deskew(thin_strokes(wide) if "thin" in pipeline else wide)
-    assert ("thin" in pipeline) == (not np.array_equal(seen, deskew(wide)))
+    seen = deskew(normalize_strokes(wide) if "strokes" in pipeline else wide)
+    assert ("strokes" in pipeline) == (not np.array_equal(seen, deskew(wide)))
     np.testing.assert_allclose(model.infer(model.model_input(wide)), model.infer(to_model_input(seen)))
     np.testing.assert_array_equal(model.as_seen(wide), seen)  # what /normalized shows

@@ -212,15 +212,15 @@ def test_the_clean_warp_only_tilts_and_wobbles_mnist_digits(digits):
         augment.warp_clean(images.astype(np.float32), np.random.default_rng(0))
 
 
-def test_thinning_inputs_leaves_the_fit_as_it_was(digits):
-    """``thin_inputs`` changes how the model reads digits (evaluation, service), not the batches it learns from."""
+def test_normalizing_strokes_leaves_the_fit_as_it_was(digits):
+    """``normalize_strokes`` changes how the model reads digits (evaluation, service), not what it learns from."""
     from training.config import make_config
     from training.train import upload_augmenter
 
     images, labels = digits
-    thinned, plain = make_config("people"), make_config("people", thin_inputs=False)
-    assert thinned.preprocessing_version != plain.preprocessing_version
-    np.testing.assert_array_equal(upload_augmenter(thinned)(np.int64(2), images, labels),
+    normalized, plain = make_config("people"), make_config("people", normalize_strokes=False)
+    assert normalized.preprocessing_version != plain.preprocessing_version
+    np.testing.assert_array_equal(upload_augmenter(normalized)(np.int64(2), images, labels),
                                   upload_augmenter(plain)(np.int64(2), images, labels))
 
 

@@ -14,8 +14,8 @@ def test_the_default_preset_is_trained_for_peoples_uploads():
     assert config.augment == "uploads" and 0.0 < config.augment_fraction < 1.0  # some clean MNIST stays
     assert config.epochs > 2 and config.lr_schedule == "cosine"
     assert config.validation_fraction == 0.0  # nothing is chosen on the test set: it is only watched
-    # It reads digits thinned and straightened; its fit's batches are only straightened.
-    assert config.thin_inputs and config.preprocessing_version == "mnist-norm-1-thin-deskew"
+    # It reads digits with their strokes normalised, then straightened; its fit's batches are only straightened.
+    assert config.normalize_strokes and config.preprocessing_version == "mnist-norm-1-strokes-deskew"
     assert config.fit_preprocessing_version == "mnist-norm-1-deskew"
 
 
@@ -32,7 +32,7 @@ def test_best_preset_trains_longer_with_augmentation_and_a_held_out_split():
     assert config.epochs > make_config().epochs and config.augment != "none" and config.lr_schedule == "cosine"
     assert config.validation_fraction == 0.1
     assert config.clean_warp_fraction == 1.0  # the half not made to look like uploads gets MNIST's own warp
-    assert config.preset == "best" and config.preprocessing_version == "mnist-norm-1-thin-deskew"
+    assert config.preset == "best" and config.preprocessing_version == "mnist-norm-1-strokes-deskew"
 
 
 def test_overrides_apply_and_none_means_keep():
@@ -52,18 +52,18 @@ def test_the_clean_share_warp_can_be_set_from_the_command_line():
     assert parse_args([]).clean_warp_fraction is None and make_config().clean_warp_fraction == 0.0
 
 
-def test_thinning_can_be_turned_off_from_the_command_line():
-    args = parse_args(["--no-thin-inputs"])
-    config = make_config(args.preset, thin_inputs=args.thin_inputs)
-    assert not config.thin_inputs and config.preprocessing_version == "mnist-norm-1-deskew"
-    assert parse_args([]).thin_inputs is None and parse_args(["--thin-inputs"]).thin_inputs is True
+def test_the_stroke_normalisation_can_be_turned_off_from_the_command_line():
+    args = parse_args(["--no-normalize-strokes"])
+    config = make_config(args.preset, normalize_strokes=args.normalize_strokes)
+    assert not config.normalize_strokes and config.preprocessing_version == "mnist-norm-1-deskew"
+    assert parse_args([]).normalize_strokes is None and parse_args(["--normalize-strokes"]).normalize_strokes is True
 
 
 @pytest.mark.parametrize("overrides", [{"epochs": 0}, {"batch_size": 0}, {"validation_fraction": 0.7},
                                        {"lr_schedule": "step"}, {"augment": "heavy"}, {"augment_fraction": 1.5},
                                        {"clean_warp_fraction": -0.1}, {"clean_warp_fraction": 1.5},
                                        {"precision": "float16"}, {"learning_rate": 0.0}, {"learning_rate": -0.01},
-                                       {"deskew": False}])  # the people preset thins, and thinning needs deskew
+                                       {"deskew": False}])  # the people preset normalises strokes, which needs deskew
 def test_bad_settings_say_what_is_wrong(overrides):
     with pytest.raises(ValueError):
         make_config(**overrides)

@@ -124,8 +124,9 @@ def test_the_people_preset_trains_on_upload_like_digits(tmp_path):
     assert result.metrics["hyperparameters"]["augment_settings"]["low_resolution_sizes"] == (7, 12)
     assert result.metrics["test_accuracy"] > 0.7
     assert result.tag is None and result.metrics["personlike"]["report"]["accuracy"] > 0.3
-    # The preset reads digits thinned and straightened; its fit's batches are only straightened.
-    assert result.metrics["preprocessing_version"] == "mnist-norm-1-thin-deskew"
+    # The preset reads digits with their strokes normalised, then straightened; its fit's batches are only
+    # straightened.
+    assert result.metrics["preprocessing_version"] == "mnist-norm-1-strokes-deskew"
     assert config.fit_preprocessing_version == "mnist-norm-1-deskew"
 
 
