@@ -3,8 +3,8 @@
 Training (fit and evaluate) and the service both make a model's input with the function its pipeline
 names (``model_input_function``): ``to_model_input``, ``deskewed_model_input`` for models trained on
 straightened digits, or ``strokes_model_input`` for those that read digits with their stroke widths
-brought into MNIST's range and then straightened; the service first turns an upload into an MNIST-style 28x28 digit with
-``normalize_digit``. Keeping all of it here, next to the image size and label set, is what stops training
+brought into MNIST's range and then straightened; the service first turns an upload into an MNIST-style
+28x28 digit with ``normalize_digit``. Keeping all of it here, next to the image size and label set, is what stops training
 and serving preprocessing from drifting apart.
 
 Pure NumPy and Pillow: no I/O, and nothing of ours is imported.
@@ -235,8 +235,8 @@ def model_input_function(version: str | None) -> Callable[[np.ndarray], np.ndarr
 
 def digit_steps_function(version: str | None) -> Callable[[np.ndarray], np.ndarray]:
     """The function that turns uint8 digits (n, 28, 28) into uint8 digits as a model trained for the
-    pipeline ``version`` sees them (straightened, strokes normalised), before they are scaled; ValueError for a
-    pipeline this code does not know."""
+    pipeline ``version`` sees them (strokes normalised, straightened), before they are scaled; ValueError
+    for a pipeline this code does not know."""
     return _of_pipeline(DIGIT_STEPS, version)
 
 

@@ -44,7 +44,8 @@ class ServedModel:
         return self.infer(self.model_input(digits))
 
     def as_seen(self, digits: np.ndarray) -> np.ndarray:
-        """uint8 digits (n, 28, 28) as this model sees them: straightened, strokes normalised, as its pipeline says."""
+        """uint8 digits (n, 28, 28) as this model sees them: strokes normalised, straightened, as its pipeline
+        says."""
         return digit_steps_function(self.pipeline)(digits)
 
 

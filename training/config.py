@@ -128,5 +128,5 @@ def make_config(preset: str = DEFAULT_PRESET, **overrides) -> TrainConfig:
     if not 0.0 <= config.clean_warp_fraction <= 1.0:
         raise ValueError("clean_warp_fraction must be in [0, 1].")
     if config.normalize_strokes and not config.deskew:
-        raise ValueError("normalize_strokes needs deskew: that pipeline normalises the strokes and then straightens.")
+        raise ValueError("normalize_strokes needs deskew: the pipeline normalises the strokes, then straightens.")
     return config

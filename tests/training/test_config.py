@@ -63,7 +63,7 @@ def test_the_stroke_normalisation_can_be_turned_off_from_the_command_line():
                                        {"lr_schedule": "step"}, {"augment": "heavy"}, {"augment_fraction": 1.5},
                                        {"clean_warp_fraction": -0.1}, {"clean_warp_fraction": 1.5},
                                        {"precision": "float16"}, {"learning_rate": 0.0}, {"learning_rate": -0.01},
-                                       {"deskew": False}])  # the people preset normalises strokes, which needs deskew
+                                       {"deskew": False}])  # the people preset's stroke normalisation needs it
 def test_bad_settings_say_what_is_wrong(overrides):
     with pytest.raises(ValueError):
         make_config(**overrides)
