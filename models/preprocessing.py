@@ -4,8 +4,8 @@ Training (fit and evaluate) and the service both make a model's input with the f
 names (``model_input_function``): ``to_model_input``, ``deskewed_model_input`` for models trained on
 straightened digits, or ``strokes_model_input`` for those that read digits with their stroke widths
 brought into MNIST's range and then straightened; the service first turns an upload into an MNIST-style
-28x28 digit with ``normalize_digit``. Keeping all of it here, next to the image size and label set, is what stops training
-and serving preprocessing from drifting apart.
+28x28 digit with ``normalize_digit``. Keeping all of it here, next to the image size and label set, is
+what stops training and serving preprocessing from drifting apart.
 
 Pure NumPy and Pillow: no I/O, and nothing of ours is imported.
 """
@@ -126,7 +126,7 @@ def deskew(digits: np.ndarray) -> np.ndarray:
     return np.rint(straight).astype(np.uint8)  # a blend of two levels 0..255 stays within them
 
 
-def stroke_width(digits: np.ndarray) -> np.ndarray:
+def mean_stroke_width(digits: np.ndarray) -> np.ndarray:
     """The mean stroke width in pixels of each uint8 digit (n, 28, 28), as float32 (n,).
 
     A stroke of length L and width w holds L * w of ink and is edged on both sides, 2 * L of edge; the
@@ -145,14 +145,14 @@ def normalize_strokes(digits: np.ndarray) -> np.ndarray:
 
     A 3x3 grey erosion (each pixel the least ink of its neighbourhood) narrows every stroke by about two
     pixels, a 3x3 grey dilation (the most) widens it as much. A digit is blended with its erosion or
-    dilation by how far its ``stroke_width`` is outside the range (two pixels out, one whole pass), with at
-    most ``THIN_PASSES`` or ``THICKEN_PASSES`` passes. Digits within the range come back unchanged.
+    dilation by how far its ``mean_stroke_width`` is outside the range (two pixels out, one whole pass),
+    with at most ``THIN_PASSES`` or ``THICKEN_PASSES`` passes. Digits within the range come back unchanged.
     """
     digits = np.asarray(digits)
     if digits.dtype != np.uint8 or digits.ndim != 3 or digits.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(
             f"normalize_strokes needs uint8 digits of shape (n, 28, 28), got {digits.dtype} {digits.shape}.")
-    width = stroke_width(digits)
+    width = mean_stroke_width(digits)
     out = digits.copy()
     for over, passes, extreme in (((width - THIN_ABOVE) / STROKE_PER_PASS, THIN_PASSES, np.minimum),
                                   ((THICKEN_BELOW - width) / STROKE_PER_PASS, THICKEN_PASSES, np.maximum)):
@@ -168,20 +168,17 @@ def _by_passes(digits: np.ndarray, amount: np.ndarray, extreme) -> np.ndarray:
     ink = digits.astype(np.float32)
     for done in range(int(np.ceil(amount.max()))):
         step = np.clip(amount - done, 0.0, 1.0)[:, None, None]  # the share of this pass each digit takes
-        ink = (1.0 - step) * ink + step * _neighbourhood(ink, extreme)
+        ink = (1.0 - step) * ink + step * shifted_extreme(ink, extreme)
     return np.rint(ink).astype(np.uint8)  # blends of levels 0..255 stay within them
 
 
-def _neighbourhood(ink: np.ndarray, extreme) -> np.ndarray:
-    """Each pixel of float ink (n, h, w) replaced by the ``extreme`` (np.minimum or np.maximum) of its 3x3
-    neighbourhood; no ink outside the frame."""
+def shifted_extreme(ink: np.ndarray, reduce, square: bool = True) -> np.ndarray:
+    """Grey-level dilation (``reduce`` np.maximum) or erosion (np.minimum) of float ink (n, h, w) over a 3x3
+    square or a cross: each pixel the most or least of its neighbourhood; no ink outside the frame."""
     height, width = ink.shape[1:]
     padded = np.pad(ink, ((0, 0), (1, 1), (1, 1)))
-    out = padded[:, 1:height + 1, 1:width + 1].copy()
-    for dy in range(3):
-        for dx in range(3):
-            extreme(out, padded[:, dy:dy + height, dx:dx + width], out=out)
-    return out
+    offsets = [(dy, dx) for dy in range(3) for dx in range(3) if square or dy == 1 or dx == 1]
+    return reduce.reduce([padded[:, dy:dy + height, dx:dx + width] for dy, dx in offsets])
 
 
 def deskewed_model_input(images: np.ndarray) -> np.ndarray:

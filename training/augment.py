@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from models.preprocessing import CENTRE_OF_MASS, CORE_INK_PERCENTILE, DIGIT_BOX, IMAGE_SIZE
+from models.preprocessing import CENTRE_OF_MASS, CORE_INK_PERCENTILE, DIGIT_BOX, IMAGE_SIZE, shifted_extreme
 
 LANCZOS_SUPPORT = 3.0  # Pillow's LANCZOS is a 3-lobe Lanczos window
 CHUNK = 512  # digits augmented at a time
@@ -249,14 +249,6 @@ def bilinear_sample(ink: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.n
     return top * (1 - row_frac) + bottom * row_frac
 
 
-def _shifted_extreme(ink: np.ndarray, reduce, square: bool) -> np.ndarray:
-    """Grey-level dilation (``np.maximum``) or erosion (``np.minimum``) with a 3x3 square or a cross."""
-    height, width = ink.shape[1:]
-    padded = np.pad(ink, ((0, 0), (1, 1), (1, 1)))
-    offsets = [(dy, dx) for dy in range(3) for dx in range(3) if square or dy == 1 or dx == 1]
-    return reduce.reduce([padded[:, dy:dy + height, dx:dx + width] for dy, dx in offsets])
-
-
 def stroke_width(ink: np.ndarray, rng: np.random.Generator, settings: AugmentSettings) -> np.ndarray:
     """For a share of digits, another pen: a thinner one (the stroke's faint edge cut away), thicker ones
     (grey dilation by a cross, a 3x3 square, both, or the square twice), or a wet one whose small loops
@@ -265,9 +257,9 @@ def stroke_width(ink: np.ndarray, rng: np.random.Generator, settings: AugmentSet
     out = ink.copy()
     chosen = np.flatnonzero(rng.random(len(ink)) < settings.stroke_probability)
     kind = rng.choice(6, size=len(chosen), p=[0.1, 0.2, 0.2, 0.2, 0.1, 0.2])
-    cross = lambda x: _shifted_extreme(x, np.maximum, square=False)  # noqa: E731
-    square = lambda x: _shifted_extreme(x, np.maximum, square=True)  # noqa: E731
-    shrink = lambda x: _shifted_extreme(x, np.minimum, square=True)  # noqa: E731
+    cross = lambda x: shifted_extreme(x, np.maximum, square=False)  # noqa: E731
+    square = lambda x: shifted_extreme(x, np.maximum, square=True)  # noqa: E731
+    shrink = lambda x: shifted_extreme(x, np.minimum, square=True)  # noqa: E731
     for value, change in enumerate((
         lambda x: np.clip((x - 0.5) / 0.5, 0.0, 1.0),  # a thin pen: only the stroke's core is inked
         cross,

@@ -24,7 +24,7 @@ from models.preprocessing import (
     digit_steps_function,
     model_input_function,
     normalize_digit,
-    stroke_width,
+    mean_stroke_width,
     normalize_strokes,
     to_model_input,
 )
@@ -361,14 +361,15 @@ def ring(outer: float, inner: float) -> np.ndarray:
 @pytest.mark.parametrize("width", [2, 3, 5, 7])
 def test_stroke_width_measures_a_bar(width):
     # 2 * ink / edge: a 20 x w bar holds 20 w of ink inside 2 (20 + w) of edge (its two ends count too).
-    assert stroke_width(upright_bar(width)[np.newaxis])[0] == pytest.approx(20 * width / (20 + width), rel=0.1)
+    expected = 20 * width / (20 + width)
+    assert mean_stroke_width(upright_bar(width)[np.newaxis])[0] == pytest.approx(expected, rel=0.1)
 
 
 def test_stroke_width_reads_mnist_as_mnist_and_a_blank_as_nothing(mnist_digits):
-    widths = stroke_width(mnist_digits[0][:1000])
+    widths = mean_stroke_width(mnist_digits[0][:1000])
     assert 2.2 < np.median(widths) < 3.0  # MNIST's pens: about 2.6 px (the full test set's median)
     assert np.mean(widths > THIN_ABOVE) < 0.15
-    assert stroke_width(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))[0] == 0.0
+    assert mean_stroke_width(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))[0] == 0.0
 
 
 @pytest.mark.parametrize("digit", [upright_bar(7), upright_bar(9), ring(9.5, 3.0)], ids=["bar7", "bar9", "ring"])
@@ -377,8 +378,8 @@ def test_normalize_strokes_thins_a_wide_stroke_toward_the_range(digit):
     before = digit[np.newaxis]
     after = normalize_strokes(before)
     assert after.dtype == np.uint8 and after.shape == before.shape
-    assert stroke_width(before)[0] > THIN_ABOVE + 1.5
-    assert THIN_ABOVE - 1.0 < stroke_width(after)[0] < stroke_width(before)[0] - 1.0
+    assert mean_stroke_width(before)[0] > THIN_ABOVE + 1.5
+    assert THIN_ABOVE - 1.0 < mean_stroke_width(after)[0] < mean_stroke_width(before)[0] - 1.0
     assert (after <= before).all()  # an erosion only ever takes ink away
     assert np.allclose(centre_of_mass(after[0]), centre_of_mass(digit), atol=0.5)
     rows = np.flatnonzero(after[0].max(axis=1) > 64)
@@ -390,8 +391,8 @@ def test_normalize_strokes_thickens_a_thin_stroke_toward_the_range(width):
     """A thin pen's stroke is widened toward THICKEN_BELOW, by at most one pass."""
     before = upright_bar(width)[np.newaxis]
     after = normalize_strokes(before)
-    assert stroke_width(before)[0] < THICKEN_BELOW - 0.5
-    assert stroke_width(before)[0] + 0.4 < stroke_width(after)[0] <= THICKEN_BELOW + 0.5
+    assert mean_stroke_width(before)[0] < THICKEN_BELOW - 0.5
+    assert mean_stroke_width(before)[0] + 0.4 < mean_stroke_width(after)[0] <= THICKEN_BELOW + 0.5
     assert (after >= before).all()  # a dilation only ever adds ink
     assert np.allclose(centre_of_mass(after[0]), centre_of_mass(before[0]), atol=0.5)
 
@@ -401,7 +402,7 @@ def test_normalize_strokes_leaves_mnist_like_strokes_and_a_blank_alone(mnist_dig
     np.testing.assert_array_equal(normalize_strokes(usual), usual)
     digits = mnist_digits[0][:1000]
     after = normalize_strokes(digits)
-    widths = stroke_width(digits)
+    widths = mean_stroke_width(digits)
     changed = np.any(after != digits, axis=(1, 2))
     within = (widths >= THICKEN_BELOW) & (widths <= THIN_ABOVE)
     assert not changed[within].any() and within.mean() > 0.3

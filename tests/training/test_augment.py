@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.preprocessing import DIGIT_BOX, normalize_digit
+from models.preprocessing import DIGIT_BOX, normalize_digit, shifted_extreme
 from training import augment
 from training.augment import AugmentSettings, augment_batch, frame_like_uploads
 
@@ -98,7 +98,7 @@ def test_resample_matrices_reproduce_pillow(kernel, resample):
 def test_thicker_and_thinner_pens(digits):
     images, _ = digits
     before = ink(images)
-    thicker = augment._shifted_extreme(before, np.maximum, square=True)
+    thicker = shifted_extreme(before, np.maximum, square=True)
     assert (thicker > 0.5).sum() > 1.5 * (before > 0.5).sum()
     changed = augment.stroke_width(before, np.random.default_rng(0), replace(OFF, stroke_probability=1.0))
     areas_before, areas_after = (before > 0.5).sum(axis=(1, 2)), (changed > 0.5).sum(axis=(1, 2))
