@@ -157,6 +157,35 @@ def test_a_hooked_tail_adds_a_stroke_leftwards_from_the_foot_of_each_nine(digits
     assert (added & low_left).sum() / added.sum() > 0.9
 
 
+def test_a_bowl_carries_each_nines_stem_down_round_to_the_left_and_up_again(digits):
+    images, labels = digits
+    nines = ink(images[labels == 9])
+    out = augment._bowl_tail(nines, np.random.default_rng(0))
+    assert out.shape == nines.shape and (out >= nines - 1e-6).all()  # only drawn, nothing moved
+    top, bottom, _, foot_col = augment._ink_extent(nines)
+    new_top, new_bottom, _, _ = augment._ink_extent(out)
+    added = (out > 0.5) & ~(nines > 0.5)
+    rows, cols = np.mgrid[0:28, 0:28]
+    np.testing.assert_array_equal(new_top, top)
+    assert (new_bottom >= bottom).all() and (new_bottom > bottom).mean() > 0.9  # down below the foot
+    for grown, low, foot, height in zip(added, bottom, foot_col, bottom - top):
+        left = grown & (cols < foot - 0.3 * height)  # well left of the foot ...
+        assert left.any() and rows[left].min() <= low  # ... it climbs back at least to the foot's row
+        assert (cols[grown] <= foot + 2).all()  # never right of the stem (give or take a stroke)
+
+
+def test_styled_nines_end_in_a_hook_or_a_bowl(digits):
+    images, labels = digits
+    nines = ink(images[labels == 9])
+    styled = lambda share: augment.writing_styles(  # noqa: E731
+        nines, np.full(len(nines), 9), np.random.default_rng(0), replace(OFF, style_probability=1.0, bowl_probability=share))
+    hooks, bowls, both = styled(0.0), styled(1.0), styled(0.5)
+    assert np.any(hooks != bowls, axis=(1, 2)).all()
+    is_hook = np.all(both == hooks, axis=(1, 2))
+    is_bowl = np.all(both == bowls, axis=(1, 2))
+    assert (is_hook | is_bowl).all() and is_hook.any() and is_bowl.any()
+
+
 def test_a_short_stem_four_keeps_its_left_arm_crossbar_and_foot(digits):
     images, labels = digits
     fours = ink(images[labels == 4])
