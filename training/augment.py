@@ -393,9 +393,11 @@ def writing_styles(ink: np.ndarray, labels: np.ndarray, rng: np.random.Generator
                               _closed_top(ink[fours], corners, rng))
     nines = np.flatnonzero(chosen & (labels == 9))
     if len(nines):
-        hooks, bowls = _hooked_tail(ink[nines], rng), _bowl_tail(ink[nines], rng)
-        bowl = rng.random(len(nines)) < settings.bowl_probability
-        out[nines] = np.where(bowl[:, None, None], bowls, hooks)
+        out[nines] = _hooked_tail(ink[nines], rng)
+        if settings.bowl_probability > 0.0:  # at 0, not a number drawn: the batches stay as they were
+            bowls = _bowl_tail(ink[nines], rng)
+            bowl = rng.random(len(nines)) < settings.bowl_probability
+            out[nines] = np.where(bowl[:, None, None], bowls, out[nines])
     if len(ones):
         top, bottom, top_col, bottom_col = _ink_extent(ink[ones])
         height = (bottom - top).astype(np.float32)

@@ -181,6 +181,13 @@ def test_styled_nines_end_in_a_hook_or_a_bowl(digits):
         nines, np.full(len(nines), 9), np.random.default_rng(0), replace(OFF, style_probability=1.0, bowl_probability=share))
     hooks, bowls, both = styled(0.0), styled(1.0), styled(0.5)
     assert np.any(hooks != bowls, axis=(1, 2)).all()
+    # At 0 not a number more is drawn than before the bowls, so the batches after them stay as they were.
+    styles_rng, hooks_rng = np.random.default_rng(0), np.random.default_rng(0)
+    augment.writing_styles(nines, np.full(len(nines), 9), styles_rng,
+                           replace(OFF, style_probability=1.0, bowl_probability=0.0))
+    hooks_rng.random(len(nines))  # writing_styles' draw of which digits to style
+    np.testing.assert_array_equal(hooks, augment._hooked_tail(nines, hooks_rng))
+    assert styles_rng.bit_generator.state == hooks_rng.bit_generator.state
     is_hook = np.all(both == hooks, axis=(1, 2))
     is_bowl = np.all(both == bowls, axis=(1, 2))
     assert (is_hook | is_bowl).all() and is_hook.any() and is_bowl.any()

@@ -33,6 +33,8 @@ def test_best_preset_trains_longer_with_augmentation_and_a_held_out_split():
     assert config.validation_fraction == 0.1
     assert config.clean_warp_fraction == 1.0  # the half not made to look like uploads gets MNIST's own warp
     assert config.preset == "best" and config.preprocessing_version == "mnist-norm-1-strokes-deskew"
+    # Its styled 9s keep the short hook; the default's end in a round bowl half the time.
+    assert config.augment_settings.bowl_probability == 0.0 < make_config().augment_settings.bowl_probability
 
 
 def test_overrides_apply_and_none_means_keep():
