@@ -178,7 +178,8 @@ def test_styled_nines_end_in_a_hook_or_a_bowl(digits):
     images, labels = digits
     nines = ink(images[labels == 9])
     styled = lambda share: augment.writing_styles(  # noqa: E731
-        nines, np.full(len(nines), 9), np.random.default_rng(0), replace(OFF, style_probability=1.0, bowl_probability=share))
+        nines, np.full(len(nines), 9), np.random.default_rng(0),
+        replace(OFF, style_probability=1.0, bowl_probability=share))
     hooks, bowls, both = styled(0.0), styled(1.0), styled(0.5)
     assert np.any(hooks != bowls, axis=(1, 2)).all()
     # At 0 not a number more is drawn than before the bowls, so the batches after them stay as they were.

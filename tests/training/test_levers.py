@@ -17,7 +17,8 @@ def test_every_lever_has_a_run_without_it():
 
 def test_framing_only_turns_every_lever_off():
     settings = replace(AugmentSettings(), **variants()["framing only"]["augment_settings_off"])
-    within_a_lever = ("crisp_probability", "short_stem_probability", "bowl_probability")  # how a lever acts, once it does
+    # How a lever acts, once it does:
+    within_a_lever = ("crisp_probability", "short_stem_probability", "bowl_probability")
     probabilities = [value for field, value in vars(settings).items() if field.endswith("_probability")
                      and field not in within_a_lever]
     assert not any(probabilities) and settings.rotation_degrees == settings.shear == 0.0
