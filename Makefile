@@ -19,10 +19,14 @@ BENCH_SERVERS ?= service,handwritten,naive,kserve,mlserver,rayserve
 
 install: $(STAMP)  ## create .venv and install the project (editable, with the dev extra); idempotent
 
+# uv installs the same releases pip would, from PyPI, in parallel: on the 2-core machine 17 s with an empty
+# cache and 6 s with a warm one, against pip's 99 s, which a first `make serve` would otherwise spend.
+# pip itself only fetches uv into the venv.
+UV := $(VENV)/bin/uv
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@test -x $(UV) || $(PY) -m pip install --disable-pip-version-check -q "uv>=0.5,<1"
+	$(UV) pip install --quiet --python $(PY) -e '.[dev]'
 	@touch $@
 
 # Debian packages the tests use for real: Prometheus (promtool and a live server), Chromium, and libb64
