@@ -50,6 +50,11 @@ class TrainConfig:
     # accuracy (98.69 % against 98.63 %). "auto" uses it where the CPU has those instructions and no GPU
     # is visible. The registered model is float32 either way.
     precision: str = "float32"
+    # Seconds of fitting a run may take on this machine, or 0: exactly ``epochs``. With a budget, ``epochs``
+    # is the most a run trains: a probe measures this machine's pace on the run's own batches first, and the
+    # run trains as many whole epochs as fit (training.train.plan_fit). `make serve` sets one when it has to
+    # train before it can answer (issue 12: ready in 300 s); no preset does.
+    fit_budget_s: float = 0.0
     data: str = "auto"
     preset: str = "seed"
 
@@ -129,6 +134,8 @@ def make_config(preset: str = DEFAULT_PRESET, **overrides) -> TrainConfig:
         raise ValueError(f"Unknown augment {config.augment!r}; choose one of {', '.join(AUGMENTATIONS)}.")
     if not 0.0 <= config.augment_fraction <= 1.0:
         raise ValueError("augment_fraction must be in [0, 1].")
+    if not 0.0 <= config.fit_budget_s < float("inf"):
+        raise ValueError("fit_budget_s must be a number of seconds, 0 or more (0: exactly the preset's epochs).")
     if not 0.0 <= config.clean_warp_fraction <= 1.0:
         raise ValueError("clean_warp_fraction must be in [0, 1].")
     if config.normalize_strokes and not config.deskew:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import logging
+import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +145,70 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int):
     return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps_per_epoch)
 
 
+# A fit with a budget (TrainConfig.fit_budget_s) first times a throwaway copy of the network on the run's own
+# batches: the first PROBE_WARMUP_STEPS (tracing, the pipeline filling) untimed, then PROBE_STEPS timed, and
+# one validation pass. A few seconds; the run then trains as many whole epochs as fit in what is left.
+PROBE_WARMUP_STEPS = 3
+PROBE_STEPS = 12
+# Fewer epochs than this and the model is not worth serving: a machine too slow to fit them in the budget
+# trains this many anyway, and says it will be late.
+MIN_BUDGETED_EPOCHS = 3
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """How many epochs a budgeted run trains, and the measurements that chose it (in metrics.json)."""
+
+    budget_s: float
+    probe_s: float  # the probe itself, counted against the budget
+    step_s: float  # one training batch, pipeline included
+    validation_s: float  # one pass over the validation data
+    epoch_s: float  # the estimate for one epoch: its batches and its validation pass
+    epochs: int
+    most_epochs: int  # the config's epochs
+
+
+def epochs_within_budget(budget_s: float, epoch_s: float, most: int) -> int:
+    """Whole epochs of ``epoch_s`` seconds that fit in ``budget_s``: at most ``most``, at least
+    MIN_BUDGETED_EPOCHS (or ``most``, if that is fewer)."""
+    fitting = int(budget_s // epoch_s) if epoch_s > 0 else most
+    return min(most, max(MIN_BUDGETED_EPOCHS, fitting))
+
+
+def plan_fit(config: TrainConfig, x_fit: np.ndarray, y_fit: np.ndarray, validation: tuple[np.ndarray, np.ndarray],
+             steps_per_epoch: int, precision: str) -> FitPlan:
+    """Measure this machine's pace on the run's own pipeline and choose the epochs for ``fit_budget_s``.
+
+    The probe's network and batches are thrown away; the caller seeds the run again afterwards, so the
+    fit that follows is the one an unbudgeted run of the planned epochs would make.
+    """
+    started = time.perf_counter()
+    batches = iter(training_dataset(x_fit, y_fit, config).repeat())
+    with compute_precision(precision):
+        probe = build_cnn(learning_rate=config.learning_rate)
+        for x, y in itertools.islice(batches, PROBE_WARMUP_STEPS):
+            probe.train_on_batch(x, y)
+        timed_from = time.perf_counter()
+        for x, y in itertools.islice(batches, PROBE_STEPS):
+            probe.train_on_batch(x, y)
+        step_s = (time.perf_counter() - timed_from) / PROBE_STEPS
+        validation_from = time.perf_counter()
+        probe.evaluate(*validation, verbose=0)  # as fit's validation pass does it, batches of Keras's default
+        validation_s = time.perf_counter() - validation_from
+    probe_s = time.perf_counter() - started
+    epoch_s = steps_per_epoch * step_s + validation_s
+    epochs = epochs_within_budget(config.fit_budget_s - probe_s, epoch_s, config.epochs)
+    plan = FitPlan(budget_s=config.fit_budget_s, probe_s=round(probe_s, 1), step_s=round(step_s, 4),
+                   validation_s=round(validation_s, 2), epoch_s=round(epoch_s, 1), epochs=epochs,
+                   most_epochs=config.epochs)
+    logger.info("Fit budget %.0f s: %.0f ms a batch, %.1f s a validation pass, so about %.0f s an epoch here: "
+                "%d of %d epochs", plan.budget_s, 1000 * step_s, validation_s, epoch_s, epochs, config.epochs)
+    if epochs * epoch_s > config.fit_budget_s - probe_s:
+        logger.warning("This machine fits fewer than %d epochs in %.0f s; training %d anyway (about %.0f s)",
+                       MIN_BUDGETED_EPOCHS, plan.budget_s, epochs, epochs * epoch_s)
+    return plan
+
+
 def train(config: TrainConfig, reports_dir: Path = Path("reports"), register: bool = True) -> TrainResult:
     """Run the whole pipeline for ``config`` and return the model, its metrics and its store tag."""
     import keras
@@ -157,14 +223,22 @@ def train(config: TrainConfig, reports_dir: Path = Path("reports"), register: bo
     x_fit, y_fit, x_val, y_val = split_validation(data, config.validation_fraction, config.seed)
     logger.info("Training on %d images, holding out %d for validation, testing on %d",
                 len(y_fit), len(y_val), len(data.y_test))
-    fit_data = training_dataset(x_fit, y_fit, config)
     if not len(y_val):  # the seed's choice: watch the test set (see TrainConfig.validation_fraction)
         x_val, y_val = data.x_test, data.y_test
     validation = (model_input(x_val), keras.utils.to_categorical(y_val, NUM_CLASSES))
-
-    # Build the model, and train it.
     steps_per_epoch = int(np.ceil(len(y_fit) / config.batch_size))
     precision = resolve_precision(config.precision)
+
+    # With a budget, choose the epochs by this machine's pace; then seed again, so that the probe leaves
+    # no trace in the run.
+    fit_plan = None
+    if config.fit_budget_s:
+        fit_plan = plan_fit(config, x_fit, y_fit, validation, steps_per_epoch, precision)
+        config = replace(config, epochs=fit_plan.epochs)
+        keras.utils.set_random_seed(config.seed)
+
+    # Build the model, and train it.
+    fit_data = training_dataset(x_fit, y_fit, config)
     with compute_precision(precision):
         model = build_cnn(learning_rate=learning_rate(config, steps_per_epoch))
         history = model.fit(fit_data, epochs=config.epochs, validation_data=validation,
@@ -200,6 +274,7 @@ def train(config: TrainConfig, reports_dir: Path = Path("reports"), register: bo
         "precision": precision,
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},
         "fit_seconds": round(fit_seconds, 1),
+        "fit_plan": asdict(fit_plan) if fit_plan else None,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": sys.version.split()[0]},
         "preprocessing_version": config.preprocessing_version,
         "git_commit": registry.git_commit(),
@@ -255,6 +330,8 @@ def model_metadata(metrics: dict) -> dict:
         "versions": metrics["versions"],
         "fit_seconds": metrics["fit_seconds"],
     }
+    if metrics.get("fit_plan"):  # a budgeted run: how its epochs were chosen (the store takes no None)
+        metadata["fit_plan"] = metrics["fit_plan"]
     personlike = metrics.get("personlike")
     if personlike:  # the store takes no None, so the keys are simply absent when it was not evaluated
         report = personlike["report"]
@@ -286,6 +363,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="read digits with their stroke widths brought into MNIST's range, in evaluation "
                              "and in the service (people and best: on; needs deskew); the fit is the same "
                              "either way")
+    parser.add_argument("--fit-budget", type=float, metavar="SECONDS",
+                        help="train as many of the preset's epochs as fit in SECONDS of fitting on this machine "
+                             f"(at least {MIN_BUDGETED_EPOCHS}), measured by a short probe first; 0 (the default): "
+                             "all of them. `make serve` sets one when it must train before it serves")
     parser.add_argument("--data", default=None, metavar="SOURCE",
                         help=f"where MNIST comes from: {', '.join(SOURCES)} (default auto)")
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="where reports go (default reports/)")
@@ -298,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = make_config(args.preset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, data=args.data,
                          validation_fraction=args.validation_fraction, learning_rate=args.learning_rate,
-                         clean_warp_fraction=args.clean_warp_fraction, normalize_strokes=args.normalize_strokes)
+                         clean_warp_fraction=args.clean_warp_fraction, normalize_strokes=args.normalize_strokes,
+                         fit_budget_s=args.fit_budget)
     result = train(config, reports_dir=args.reports, register=not args.no_register)
     logger.info("Done: test accuracy %.2f%%, model %s", 100 * result.metrics["test_accuracy"], result.tag)
     return 0

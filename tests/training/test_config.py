@@ -61,10 +61,32 @@ def test_the_stroke_normalisation_can_be_turned_off_from_the_command_line():
     assert parse_args([]).normalize_strokes is None and parse_args(["--normalize-strokes"]).normalize_strokes is True
 
 
+def test_the_fit_budget_is_off_unless_asked_for_and_set_from_the_command_line():
+    assert all(make_config(preset).fit_budget_s == 0 for preset in ("people", "seed", "best"))
+    args = parse_args(["--fit-budget", "200"])
+    assert make_config(args.preset, fit_budget_s=args.fit_budget).fit_budget_s == 200
+    assert parse_args([]).fit_budget is None
+
+
+def test_the_budget_buys_whole_epochs_between_a_floor_and_the_presets():
+    from training.train import MIN_BUDGETED_EPOCHS, epochs_within_budget
+
+    assert epochs_within_budget(200, 14.7, most=10) == 10  # a bfloat16 CPU: all of them
+    assert epochs_within_budget(200, 37.5, most=10) == 5  # a float32 CPU at 37.5 s an epoch
+    assert epochs_within_budget(200, 40.0, most=10) == 5  # exactly five fit
+    assert epochs_within_budget(200, 40.1, most=10) == 4
+    assert epochs_within_budget(10, 38.0, most=10) == MIN_BUDGETED_EPOCHS  # too slow: the floor, late
+    assert epochs_within_budget(-5, 38.0, most=10) == MIN_BUDGETED_EPOCHS  # the probe alone ate the budget
+    assert epochs_within_budget(10, 38.0, most=2) == 2  # never more than the preset's
+    assert epochs_within_budget(200, 0.0, most=10) == 10
+
+
 @pytest.mark.parametrize("overrides", [{"epochs": 0}, {"batch_size": 0}, {"validation_fraction": 0.7},
                                        {"lr_schedule": "step"}, {"augment": "heavy"}, {"augment_fraction": 1.5},
                                        {"clean_warp_fraction": -0.1}, {"clean_warp_fraction": 1.5},
                                        {"precision": "float16"}, {"learning_rate": 0.0}, {"learning_rate": -0.01},
+                                       {"fit_budget_s": -1.0}, {"fit_budget_s": float("nan")},
+                                       {"fit_budget_s": float("inf")},
                                        {"deskew": False}])  # the people preset's stroke normalisation needs it
 def test_bad_settings_say_what_is_wrong(overrides):
     with pytest.raises(ValueError):

@@ -140,3 +140,26 @@ def test_deskew_alone_trains_on_straightened_digits(tmp_path):
     assert result.metrics["test_accuracy"] > 0.8
     assert model_metadata(result.metrics)["preprocessing_version"] == "mnist-norm-1-deskew"
     assert make_config("seed").preprocessing_version == "mnist-norm-1"  # the article's run is unchanged
+
+
+def test_a_budget_too_small_trains_the_floor_and_the_probe_leaves_no_trace(tmp_path, caplog):
+    """A run with a fit budget its machine cannot meet trains MIN_BUDGETED_EPOCHS, says so, and makes the very
+    network an unbudgeted run of that many epochs makes: the probe's network and batches are thrown away."""
+    from training.config import make_config
+    from training.train import MIN_BUDGETED_EPOCHS, train
+
+    settings = {"data": "subset", "batch_size": 64, "validation_fraction": 0.1, "deskew": True}
+    budgeted = train(make_config("seed", epochs=MIN_BUDGETED_EPOCHS + 2, fit_budget_s=0.01, **settings),
+                     reports_dir=tmp_path / "budgeted", register=False)
+    plan = budgeted.metrics["fit_plan"]
+    assert plan["epochs"] == MIN_BUDGETED_EPOCHS and plan["most_epochs"] == MIN_BUDGETED_EPOCHS + 2
+    assert plan["step_s"] > 0 and plan["validation_s"] > 0 and plan["epoch_s"] > plan["step_s"]
+    assert budgeted.metrics["hyperparameters"]["epochs"] == MIN_BUDGETED_EPOCHS  # what was trained, recorded
+    assert len(budgeted.metrics["history"]["loss"]) == MIN_BUDGETED_EPOCHS
+    assert f"training {MIN_BUDGETED_EPOCHS} anyway" in caplog.text
+
+    unbudgeted = train(make_config("seed", epochs=MIN_BUDGETED_EPOCHS, **settings),
+                       reports_dir=tmp_path / "unbudgeted", register=False)
+    assert unbudgeted.metrics["fit_plan"] is None
+    for ours, theirs in zip(budgeted.model.get_weights(), unbudgeted.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
