@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import itertools
 import logging
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -197,13 +196,14 @@ def plan_fit(config: TrainConfig, x_fit: np.ndarray, y_fit: np.ndarray, validati
         validation_s = time.perf_counter() - validation_from
     probe_s = time.perf_counter() - started
     epoch_s = steps_per_epoch * step_s + validation_s
-    epochs = epochs_within_budget(config.fit_budget_s - probe_s, epoch_s, config.epochs)
+    left_s = config.fit_budget_s - probe_s
+    epochs = epochs_within_budget(left_s, epoch_s, config.epochs)
     plan = FitPlan(budget_s=config.fit_budget_s, probe_s=round(probe_s, 1), step_s=round(step_s, 4),
                    validation_s=round(validation_s, 2), epoch_s=round(epoch_s, 1), epochs=epochs,
                    most_epochs=config.epochs)
     logger.info("Fit budget %.0f s: %.0f ms a batch, %.1f s a validation pass, so about %.0f s an epoch here: "
                 "%d of %d epochs", plan.budget_s, 1000 * step_s, validation_s, epoch_s, epochs, config.epochs)
-    if epochs * epoch_s > config.fit_budget_s - probe_s:
+    if epochs * epoch_s > left_s:
         logger.warning("This machine fits fewer than %d epochs in %.0f s; training %d anyway (about %.0f s)",
                        MIN_BUDGETED_EPOCHS, plan.budget_s, epochs, epochs * epoch_s)
     return plan
