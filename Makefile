@@ -84,8 +84,9 @@ reference: install  ## the seed's scratch perceptron and FFNN, plotted to report
 	$(PY) -m training.reference
 
 # The first `make serve` trains before it answers: as many of the default's epochs as fit in
-# SERVE_FIT_BUDGET seconds of fitting on this machine (all 10 where the CPU computes in bfloat16 or a GPU
-# trains; fewer on a CPU without bfloat16 instructions), so that it is ready within 5 minutes.
+# SERVE_FIT_BUDGET seconds of fitting on this machine (all 10 where an epoch takes under about 19 s, as on a
+# CPU that computes in bfloat16: 147 s for 10; 5 on a 2-core CPU without it), so that it is ready within
+# 5 minutes.
 # `make train` always trains them all.
 SERVE_FIT_BUDGET ?= 200
 serve: install  ## train if no model is registered (within SERVE_FIT_BUDGET s of fitting), then serve on $(PORT)
