@@ -87,9 +87,10 @@ def in_numpy(config: TrainConfig) -> bool:
 
 # How the fit's pipeline runs, set by hand rather than by tf.data's autotuner. The autotuner runs a model
 # thread that a finished iterator, when destroyed, waits for until that thread's next wake-up: seconds to a
-# minute after the fit's last batch (20-52 s measured at the end of the fit on the 2-core AVX2 machine,
-# time that counts against `make serve`'s 5-minute start). NumPy batches are made on every core the process may use,
-# two batches ahead of the step; the fit's pace is the same (README, "a fit that ends when it ends").
+# minute after the fit's last batch (20-52 s measured at the end of the fit on the 2-core AVX2 machine, time
+# that counted against `make serve`'s 5-minute start). NumPy batches are made on every core the process may
+# use, two batches ahead of the step; the fit's pace is the same (README, "A fit that ends when its last
+# epoch ends").
 PIPELINE_PARALLELISM = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 PREFETCH_BATCHES = 2
 
