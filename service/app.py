@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import pydantic_core
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -32,7 +33,8 @@ client's mistakes, a 503 with `Retry-After` when the service is overloaded.
 UPLOAD = BodyPolicy("multipart", "max_upload_bytes", framing=64 * 1024, field="image")
 BATCH = BodyPolicy("multipart", "max_request_bytes", field="images")
 JSON = BodyPolicy("json", "max_json_bytes")
-V2 = BodyPolicy("v2", "max_request_bytes")  # JSON within max_json_bytes, or JSON and binary tensors
+# JSON within max_json_bytes, or JSON and binary tensors; gzip or deflate, as tritonclient compresses a request
+V2 = BodyPolicy("v2", "max_request_bytes", encodings=v2.CONTENT_CODINGS)
 
 # What each route accepts; routes absent here take no body and are not counted as inference.
 POLICIES: dict[str, RoutePolicy] = {
@@ -83,13 +85,32 @@ async def http_error(request: Request, error: HTTPException) -> JSONResponse:
             f"This route does not take {request.method}{'; it takes ' + ', '.join(allowed) if allowed else ''}.",
             allowed))
     if 400 <= error.status_code < 500:
-        problem = errors.InvalidInput(f"The request body could not be parsed: {error.detail}.")
+        problem = await json_syntax_error(request, error) or errors.InvalidInput(
+            f"The request body could not be parsed: {error.detail}.")
         problem.status_code = error.status_code
         return error_response(request, problem)
     logger.error("HTTP %d: %s", error.status_code, error.detail)
     failure = errors.ServiceError("An unexpected error occurred; it is in the service's log.")
     failure.status_code = error.status_code
     return error_response(request, failure)
+
+
+async def json_syntax_error(request: Request, error: HTTPException) -> errors.InvalidJson | None:
+    """What is wrong with a JSON body that FastAPI read but could not parse, and only called "an error parsing
+    the body" (nesting deeper than Python's recursion, an integer of thousands of digits, bytes that are not
+    UTF-8): None for any other failure, such as a client that left while its body was arriving.
+
+    The parser's error is a ValueError or RecursionError, raised after the whole body was read; Starlette keeps
+    that body and the guard bounds it, so parsing it again reads nothing from the client and costs little."""
+    if not isinstance(error.__cause__, (ValueError, RecursionError)):
+        return None
+    if "json" not in request.headers.get("content-type", "application/json").lower():
+        return None
+    try:
+        pydantic_core.from_json(await request.body())
+    except ValueError as complaint:
+        return errors.InvalidJson(f"The body is not valid JSON: {complaint}.")
+    return None
 
 
 async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -110,8 +131,10 @@ def input_error(problems: list[dict], fields: list[str] | None = None) -> errors
         return errors.UrlNotAllowed(
             f"The field {location[0]!r} must hold an uploaded file; text values such as URLs are refused "
             "and never fetched." if location else "Upload fields must hold files.")
-    if kind == "json_invalid":
-        return errors.InvalidJson(f"The body is not valid JSON: {first.get('msg', '')}{more}.")
+    if kind == "json_invalid":  # FastAPI's problem names the parser's complaint and where it stopped
+        complaint = (first.get("ctx") or {}).get("error") or first.get("msg", "")
+        at = f" at character {location[-1]}" if location and location[-1].isdigit() else ""
+        return errors.InvalidJson(f"The body is not valid JSON: {complaint}{at}{more}.")
     if kind == "too_long" and location in (["digits"], ["images"]):
         return errors.BatchTooLarge(f"The request has more {location[0]} than the {first.get('ctx', {}).get('max_length', '')} "
                                     "one request may carry (DIGITSERVE_MAX_BATCH_IMAGES).")

@@ -139,10 +139,19 @@ class NotMultipart(InputError):
 
 
 class UnsupportedMediaType(InputError):
-    """A route called with a Content-Type it does not take (for example a form where JSON is expected)."""
+    """A route called with a Content-Type it does not take (for example a form where JSON is expected), or
+    with a Content-Encoding it cannot undo; then ``Accept-Encoding`` names the codings it takes (RFC 9110)."""
 
     status_code = 415
     reason = "unsupported_media_type"
+
+    def __init__(self, message: str, accepted_encodings: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.accepted_encodings = accepted_encodings
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Accept-Encoding": ", ".join(self.accepted_encodings)} if self.accepted_encodings else {}
 
 
 class UnsupportedFormat(InputError):

@@ -5,7 +5,9 @@ Before any endpoint code runs, and before the body is read:
 - ``application/vnd.bentoml+pickle`` is refused everywhere (415): unpickling untrusted bytes runs arbitrary
   code, and BentoML has a published RCE through that content type.
 - A POST route takes only its own kind of body: multipart/form-data for uploads (415 ``not_multipart``
-  otherwise, so a JSON body carrying a URL is never fetched), JSON for ``/infer``.
+  otherwise, so a JSON body carrying a URL is never fetched), JSON for ``/infer``, and only the
+  Content-Encodings it inflates (gzip and deflate on the v2 infer routes, none elsewhere; 415 otherwise,
+  rather than reading a compressed body as a broken one).
 - A body over its route's byte limit is refused with a 413, from ``Content-Length`` when it is declared,
   and as soon as a streamed body passes the limit otherwise.
 - An inference request beyond ``DIGITSERVE_MAX_CONCURRENCY`` requests in progress on this worker gets an
@@ -61,6 +63,7 @@ class BodyPolicy:
     limit: str  # the Settings field that bounds its bytes
     framing: int = 0  # bytes allowed beyond the limit for multipart headers and boundaries
     field: str = ""  # the multipart field, for the error sentence
+    encodings: tuple[str, ...] = ()  # the Content-Encodings the route inflates; any other is refused (415)
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,12 @@ class Guard:
             )
         if body.kind == "json" and media_type not in ("", "application/json") and not media_type.endswith("+json"):
             return errors.UnsupportedMediaType(f"Send a JSON body with Content-Type application/json (got {media_type}).")
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity") and encoding not in body.encodings:
+            # Read as it came, a compressed body would fail as a broken form or JSON: say what is wrong instead.
+            takes = f"it takes {' or '.join(body.encodings)}, or none" if body.encodings else "send the body uncompressed"
+            return errors.UnsupportedMediaType(f"Content-Encoding {encoding[:40]!r} is not taken by this route; {takes}.",
+                                               accepted_encodings=body.encodings or ("identity",))
         declared = headers.get("content-length")
         if declared is not None and not declared.isdigit():
             return errors.InvalidInput(f"The Content-Length header {declared[:40]!r} is not a number of bytes.")

@@ -30,7 +30,7 @@ STATUS_DESCRIPTIONS = {
     405: "the route does not take this method",
     408: "the request body stopped arriving (DIGITSERVE_BODY_TIMEOUT_S)",
     413: "the body, the file or the number of images is over its limit",
-    415: "a Content-Type or image format the route does not take",
+    415: "a Content-Type, Content-Encoding or image format the route does not take",
     422: "a readable image that cannot be classified: too many pixels, or no ink",
     503: "the worker is overloaded or not ready: retry after the Retry-After header's seconds",
     504: "the request could not be answered within DIGITSERVE_REQUEST_TIMEOUT_S",

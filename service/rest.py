@@ -91,13 +91,20 @@ UPLOAD_ERRORS = error_responses(400, 408, 413, 415, 422, 503, 504)
 router = APIRouter()
 
 
-async def only_fields(request: Request, *names: str) -> None:
-    """InvalidInput when the multipart body has a field other than ``names`` (a typo should not pass)."""
+async def only_fields(request: Request, *names: str, once: bool = False) -> None:
+    """InvalidInput when the multipart body has a field other than ``names`` (a typo should not pass) or,
+    with ``once``, one of them more than once (one image would be answered and the others dropped)."""
     form = await request.form()  # parsed once already for the typed parameters; Starlette caches it
     unknown = sorted(set(form.keys()) - set(names))
     if unknown:
         raise errors.InvalidInput(
             f"Unknown form field(s) {', '.join(map(repr, unknown))}; this endpoint takes {', '.join(map(repr, names))}."
+        )
+    repeated = [name for name in names if len(form.getlist(name)) > 1] if once else []
+    if repeated:
+        raise errors.InvalidInput(
+            f"The field {repeated[0]!r} is sent {len(form.getlist(repeated[0]))} times; this endpoint reads one image "
+            "(/classify_batch reads several, each in a field 'images')."
         )
 
 
@@ -108,7 +115,7 @@ async def classify(request: Request, image: ImageField, engine: EngineDep) -> JS
     The upload is normalised the way MNIST was made (grayscale, ink on black, cropped, fitted into 20x20
     and centred by mass in 28x28) before the model sees it.
     """
-    await only_fields(request, "image")
+    await only_fields(request, "image", once=True)
     digit = await engine.normalise(image.data)
     prediction = await engine.predict(digit[np.newaxis], PROTOCOL)
     return JSONResponse(classification(prediction.probabilities[0], prediction.model.tag))
@@ -143,7 +150,7 @@ async def normalized(request: Request, image: ImageField, engine: EngineDep) -> 
     It is made by the same code as ``/classify`` uses, so a preview can never differ from what is
     classified; for a model that reads digits straightened, with their strokes normalised, it is so here too.
     """
-    await only_fields(request, "image")
+    await only_fields(request, "image", once=True)
     digit = engine.model.as_seen((await engine.normalise(image.data))[np.newaxis])[0]
     buffer = io.BytesIO()
     Image.fromarray(digit).save(buffer, format="PNG")  # uint8 (28, 28): mode L

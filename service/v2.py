@@ -35,7 +35,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from models.preprocessing import IMAGE_SIZE, NUM_CLASSES
 from service import errors
@@ -100,7 +100,7 @@ Parameters = dict[str, Any]
 
 class RequestInput(BaseModel):
     name: str = Field(description=f"{DIGITS!r} (UINT8 [n, 28, 28]) or {IMAGES!r} (BYTES [n])")
-    shape: list[int]
+    shape: list[StrictInt]  # [true, 28, 28] or ["1", 28, 28] is not a shape
     datatype: str
     parameters: Optional[Parameters] = None
     data: Optional[list[Any]] = Field(None, description="row-major values, flat or nested; absent when binary")
@@ -138,13 +138,17 @@ class InferenceResponse(BaseModel):
 # --- decoding a request -------------------------------------------------------------------------------
 
 
+CONTENT_CODINGS = ("gzip", "deflate")  # tritonclient's request compression
+
+
 def inflate(body: bytes, encoding: str, limit: int) -> bytes:
     """A gzip or deflate body, inflated to at most ``limit`` bytes (413 past it: no inflation bombs)."""
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return body
-    if encoding not in ("gzip", "deflate"):
-        raise errors.UnsupportedMediaType(f"Content-Encoding {encoding!r} is not taken; use gzip, deflate or none.")
+    if encoding not in CONTENT_CODINGS:
+        raise errors.UnsupportedMediaType(f"Content-Encoding {encoding[:40]!r} is not taken; use gzip, deflate or none.",
+                                          accepted_encodings=CONTENT_CODINGS)
     inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
     try:
         data = inflater.decompress(body, limit + 1)
@@ -292,25 +296,33 @@ def length_prefixed(raw: bytes, max_element_bytes: int) -> list[bytes]:
 
 
 def unbase64(element: bytes) -> bytes:
-    """The file in ``element``: decoded when it is base64 text, else the element itself (raw file bytes)."""
+    """The file in ``element``: decoded when it is base64 text (line breaks allowed, as the ``base64`` tool
+    writes it), else the element itself (raw file bytes)."""
     if not element:
         return element
     try:
-        return base64.b64decode(element, validate=True)
+        return base64.b64decode(b"".join(element.split()), validate=True)
     except (binascii.Error, ValueError):
         return element  # real image files hold bytes outside the base64 alphabet: these are raw
 
 
 def requested_outputs(request: InferenceRequest) -> list[tuple[str, bool]]:
     """(output name, as binary) for each output to send, in the order asked (both when none are named)."""
-    binary_default = bool((request.parameters or {}).get("binary_data_output", False))
+    binary_default = _flag(request.parameters, "binary_data_output", False)
     if not request.outputs:
         return [(PROBABILITIES, binary_default), (DIGIT, binary_default)]
     names = [output.name for output in request.outputs]
     if len(set(names)) != len(names):
         raise errors.InvalidInput(f"An output is requested twice: {names}.")
-    return [(output.name, bool((output.parameters or {}).get("binary_data", binary_default)))
-            for output in request.outputs]
+    return [(output.name, _flag(output.parameters, "binary_data", binary_default)) for output in request.outputs]
+
+
+def _flag(parameters: Parameters | None, key: str, default: bool) -> bool:
+    """A boolean parameter; "false" is a string, and would be truthy, so only true and false are taken."""
+    value = (parameters or {}).get(key, default)
+    if not isinstance(value, bool):
+        raise errors.InvalidInput(f"The parameter {key!r} must be true or false, got {value!r:.40}.")
+    return value
 
 
 # --- encoding an answer ---------------------------------------------------------------------------------

@@ -147,6 +147,34 @@ def test_missing_or_misnamed_field_is_400(client, subset_data):
     assert_rejected(response, 400, "invalid_input")
 
 
+def test_one_image_route_refuses_the_field_twice(client, subset_data):
+    """Answering the first of two images (or the last) would drop the other without a word."""
+    png = encode(subset_data.x_test[0], "PNG")
+    for route in ("/classify", "/normalized"):
+        twice = [("image", ("a.png", png, "image/png")), ("image", ("b.png", png, "image/png"))]
+        body = assert_rejected(client.post(route, files=twice), 400, "invalid_input")
+        assert "2 times" in body["error"] and "/classify_batch" in body["error"]
+        response = client.post(route, files=upload(png), data={"image": "http://127.0.0.1:9/digit.png"})
+        assert response.status_code == 400 and response.json()["reason"] in ("invalid_input", "url_not_allowed")
+
+
+def test_a_compressed_body_where_none_is_taken_is_a_415(client, subset_data):
+    """Read as sent, a gzip body would fail as a broken form or broken JSON: the answer names the real cause."""
+    import gzip
+
+    digits = {"digits": subset_data.x_test[:1].tolist()}
+    form = client.build_request("POST", "/classify", files=upload(encode(subset_data.x_test[0], "PNG")))
+    for route, payload, content_type in (("/classify", form.read(), form.headers["Content-Type"]),
+                                         ("/infer", json.dumps(digits).encode(), "application/json")):
+        response = client.post(route, content=gzip.compress(payload),
+                               headers={"Content-Type": content_type, "Content-Encoding": "gzip"})
+        error = assert_rejected(response, 415, "unsupported_media_type")["error"]
+        assert "'gzip'" in error and "uncompressed" in error
+        assert response.headers["Accept-Encoding"] == "identity"
+    response = client.post("/infer", json=digits, headers={"Content-Encoding": "identity"})
+    assert response.status_code == 200, response.text
+
+
 def test_pickle_content_type_is_refused(client):
     import pickle
 
@@ -263,8 +291,19 @@ def test_infer_takes_mnist_style_arrays(client, subset_data):
 
 def test_infer_rejects_wrong_shapes(client):
     assert_rejected(client.post("/infer", json={"digits": [[1, 2, 3]]}), 400, "invalid_input")
-    assert_rejected(client.post("/infer", content=b"{not json", headers={"Content-Type": "application/json"}),
-                    400, "invalid_json")
+    body = assert_rejected(client.post("/infer", content=b"{not json", headers={"Content-Type": "application/json"}),
+                           400, "invalid_json")
+    assert "at character 1" in body["error"]
+
+
+@pytest.mark.parametrize("body,complaint", [
+    (b'{"digits": ' + b"[" * 5000 + b"]" * 5000 + b"}", "recursion limit"),  # deeper than Python's json goes
+    (b'{"digits": [[[' + b"9" * 5000 + b"]]]}", "number out of range"),  # past Python's int-from-text limit
+    (b'{"digits": "\xff\xfe"}', "unicode"),  # not UTF-8
+], ids=["deep", "long-integer", "not-utf8"])
+def test_json_that_fastapi_cannot_parse_is_invalid_json_with_its_cause(client, body, complaint):
+    response = client.post("/infer", content=body, headers={"Content-Type": "application/json"})
+    assert complaint in assert_rejected(response, 400, "invalid_json")["error"]
 
 
 def test_model_metadata(client, trained):

@@ -164,11 +164,35 @@ def test_image_files_as_bytes_match_classify(client, subset_data):
     assert binary_answer["outputs"][0]["data"] == classify == json_answer["outputs"][0]["data"]
 
 
+def test_base64_with_line_breaks_is_taken(client, subset_data):
+    """The ``base64`` tool breaks its output every 76 characters unless told not to: a person pastes that."""
+    files, _ = persons_photos(subset_data, 2)
+    wrapped = [base64.encodebytes(f).decode() for f in files]  # MIME style: a newline every 76 characters
+    assert all("\n" in text.strip() for text in wrapped)
+    response = client.post(INFER, json={"inputs": [{"name": "images", "datatype": "BYTES", "shape": [2], "data": wrapped}],
+                                        "outputs": [{"name": "digit"}]})
+    assert response.status_code == 200, response.text
+    plain = client.post(INFER, json={"inputs": [{"name": "images", "datatype": "BYTES", "shape": [2],
+                                                 "data": [base64.b64encode(f).decode() for f in files]}],
+                                     "outputs": [{"name": "digit"}]})
+    assert response.json()["outputs"] == plain.json()["outputs"]
+
+
 def test_gzip_and_deflate_bodies(client, subset_data):
     payload = json.dumps({"inputs": [digits_input(subset_data.x_test[:2])]}).encode()
     for encoding, data in (("gzip", gzip.compress(payload)), ("deflate", zlib.compress(payload))):
         response = client.post(INFER, content=data, headers={"Content-Encoding": encoding, "Content-Type": "application/json"})
         assert response.status_code == 200, response.text
+
+
+def test_another_content_coding_is_a_415_that_names_the_ones_taken(client, subset_data):
+    payload = json.dumps({"inputs": [digits_input(subset_data.x_test[:1])]}).encode()
+    for encoding in ("br", "zstd", "gzip, gzip"):
+        response = client.post(INFER, content=payload, headers={"Content-Encoding": encoding, "Content-Type": "application/json"})
+        assert_v2_error(response, 415, "unsupported_media_type")
+        assert response.headers["Accept-Encoding"] == "gzip, deflate"
+    response = client.post(INFER, content=payload, headers={"Content-Encoding": "identity", "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
 
 
 def test_an_inflation_bomb_is_a_413(client):
@@ -207,6 +231,14 @@ DIGIT = [[0] * 28] * 28
       "outputs": [{"name": "logits"}]}, "invalid_input"),
     ({"inputs": [{"name": "digits", "datatype": "UINT8", "shape": [1, 28, 28], "data": [0] * 784}],
       "outputs": [{"name": "digit"}, {"name": "digit"}]}, "invalid_input"),
+    # A flag is a JSON boolean: "false" would be truthy. A shape is integers: not true, "1" or 1.0.
+    ({"inputs": [{"name": "digits", "datatype": "UINT8", "shape": [1, 28, 28], "data": [0] * 784}],
+      "outputs": [{"name": "digit", "parameters": {"binary_data": "false"}}]}, "invalid_input"),
+    ({"inputs": [{"name": "digits", "datatype": "UINT8", "shape": [1, 28, 28], "data": [0] * 784}],
+      "parameters": {"binary_data_output": 1}}, "invalid_input"),
+    ({"inputs": [{"name": "digits", "datatype": "UINT8", "shape": [True, 28, 28], "data": [0] * 784}]}, "invalid_input"),
+    ({"inputs": [{"name": "digits", "datatype": "UINT8", "shape": ["1", 28, 28], "data": [0] * 784}]}, "invalid_input"),
+    ({"inputs": [{"name": "digits", "datatype": "UINT8", "shape": [1.0, 28, 28], "data": [0] * 784}]}, "invalid_input"),
 ], ids=lambda value: json.dumps(value)[:60] if isinstance(value, dict) else value)
 def test_malformed_inference_requests_are_4xx(client, body, reason):
     status = 413 if reason == "batch_too_large" else 400
