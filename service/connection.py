@@ -14,11 +14,15 @@ service's error body (``{"error", "reason"}``) and counted in ``digitserve_rejec
   (256 KiB) past the limit is ever held;
 - a head not complete ``DIGITSERVE_HEADER_TIMEOUT_S`` (10 s) after its first byte: 408 ``header_timeout``;
   a new connection that sends nothing for as long is closed without an answer;
-- a head the parser cannot read: 400 ``malformed_http`` (uvicorn answers plain text).
+- a head the parser cannot read: 400 ``malformed_http`` (uvicorn answers plain text);
+- a body the parser cannot read (a chunk size that is not hexadecimal): the same 400, for that request
+  (uvicorn closed the connection without an answer).
 
 Either way the connection closes, as it must: the rest of that request is read and dropped for
-``LINGER_S``, never parsed. Between requests on a kept-alive connection no clock runs here (uvicorn's
-keep-alive timeout closes an idle one).
+``LINGER_S``, never parsed. A refusal waits its turn: requests that arrived whole before the bad bytes on
+the same connection (pipelined) are answered first, then the refusal (uvicorn closed the connection at
+once, dropping their answers and logging a traceback for each). Between requests on a kept-alive
+connection no clock runs here (uvicorn's keep-alive timeout closes an idle one).
 
 ``install(settings)`` makes this class uvicorn's "auto" HTTP protocol in the process. A BentoML worker
 imports the service module, which calls it, before it builds its uvicorn ``Config``, so every worker's
@@ -29,10 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from http import HTTPStatus
 
 import uvicorn.config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service import errors
 from service.metrics import domain_metrics
@@ -55,9 +60,17 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._head_fields = 0  # bytes of this head's request target and headers, as the parser hands them over
         self._head_clock: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
         self._refused = False
+        self._running: RequestResponseCycle | None = None  # the request whose app runs (uvicorn keeps only the newest)
+        self._refusal_due: errors.ServiceError | None = None  # to send once the answers still owed are sent
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_clock()
+        # uvicorn tells only the newest request that the client left; with pipelining, the one running and
+        # those queued would write to a closed transport (a RuntimeError and a traceback for each).
+        for cycle in (self._running, *(queued for queued, _ in self.pipeline)):
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -106,6 +119,24 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         if not self._refused:
             super().on_message_complete()
 
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
+
+    def on_response_complete(self) -> None:
+        """An answer is sent: the next pipelined request runs; after the last one owed, a refusal goes out."""
+        if not self._refused or self.pipeline:
+            super().on_response_complete()
+            return
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        refusal, self._refusal_due = self._refusal_due, None
+        if refusal is None:  # the request with the bad bytes had already been answered (an early 413, say)
+            self.transport.close()
+        else:
+            self._answer_and_close(refusal)
+
     def send_400_response(self, msg: str) -> None:
         """The parser could not read the request (uvicorn's own answer is plain text)."""
         self._refuse(errors.MalformedHttp("The request is not valid HTTP/1.1 (it could not be parsed)."))
@@ -129,21 +160,42 @@ class HeadLimitedProtocol(HttpToolsProtocol):
             self._head_clock = None
 
     def _refuse(self, error: errors.ServiceError) -> None:
-        """Answer ``error`` and end the connection, unless an earlier request's answer on it is still being
-        written (pipelining): then end it without a word rather than interleave two answers.
+        """Answer ``error`` and end the connection, once every answer owed before it is sent.
 
-        Closing at once while the client is still sending would make the kernel answer its next bytes with
-        a reset, which can destroy the answer before the client reads it. So the write side is shut and
-        whatever else arrives is read and dropped for up to ``LINGER_S`` (nginx's lingering close)."""
+        The bad bytes are a new request's head, or the body of the newest request (``self.cycle``, still
+        waiting for more of it). That request is never answered by its app: if it has not run yet it never
+        will, and if it runs, its app hears the client leave; the refusal is its answer. Unless its app has
+        already started an answer (an early 413): that one stands, and the connection closes after it."""
         self._in_head = False
         self._stop_head_clock()
         if self._refused or self.transport.is_closing():
             return
         self._refused = True  # from here on, nothing this connection sends reaches uvicorn
         domain_metrics().rejected.labels(reason=error.reason, protocol=PROTOCOL_LABEL).inc()
-        if self.cycle is not None and not self.cycle.response_complete:
+        refusal: errors.ServiceError | None = error
+        broken = self.cycle if self.cycle is not None and self.cycle.more_body else None
+        if broken is not None and broken.response_started:
+            refusal = None  # its app answered before its body was all there (a 415, say): that answer stands
+        elif broken is not None:
+            self.pipeline = deque(queued for queued in self.pipeline if queued[0] is not broken)
+            broken.disconnected = True  # its receive() now says so, and whatever it sends goes nowhere
+            broken.message_event.set()
+        owed = self.pipeline or (self._running is not None and not self._running.response_complete
+                                 and not self._running.disconnected)
+        if owed:
+            self._refusal_due = refusal
+        elif refusal is None:
             self.transport.close()
-        elif not self.transport.can_write_eof():
+        else:
+            self._answer_and_close(refusal)
+
+    def _answer_and_close(self, error: errors.ServiceError) -> None:
+        """Send ``error`` and end the connection.
+
+        Closing at once while the client is still sending would make the kernel answer its next bytes with
+        a reset, which can destroy the answer before the client reads it. So the write side is shut and
+        whatever else arrives is read and dropped for up to ``LINGER_S`` (nginx's lingering close)."""
+        if not self.transport.can_write_eof():
             self.transport.write(error_response(error, self.server_state.default_headers))
             self.transport.close()
         else:

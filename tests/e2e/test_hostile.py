@@ -349,6 +349,66 @@ def test_bytes_that_are_not_http_get_a_400_with_the_error_body(server, payload):
     assert answer.closed
 
 
+def test_a_body_the_parser_cannot_read_gets_a_400_with_the_error_body(server):
+    """A chunk size that is not hexadecimal, after a head that was fine (before: the connection closed
+    with no answer at all, and the log held a traceback)."""
+    head = request_head("/infer", {"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    answer = raw_exchange(server.url, head + b"zz\r\n{}\r\n0\r\n\r\n")
+    assert answer.status == 400
+    assert json.loads(answer.body)["reason"] == "malformed_http"
+    assert answer.closed
+
+
+class _Replay(io.BytesIO):
+    """What a connection received, as a socket stand-in for http.client, which reads one answer from it per
+    HTTPResponse (makefile() is the stream itself, and stays open when an answer is read)."""
+
+    def makefile(self, *args, **kwargs):
+        return self
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("bad", [b"GARBAGE\r\n\r\n",
+                                 request_head("/infer", {"Content-Type": "application/json",
+                                                         "Transfer-Encoding": "chunked"}) + b"zz\r\n{}\r\n"],
+                         ids=["bad-head", "bad-body"])
+def test_requests_pipelined_before_bad_bytes_are_answered_before_the_400(server, subset_data, bad):
+    """Three requests sent at once, the last one broken: the first two are answered, in order, then the
+    400, then the connection closes (before: it closed at once, and the two answers were lost)."""
+    digits = json.dumps({"digits": subset_data.x_test[:1].tolist()}).encode()
+    good = request_head("/infer", {"Content-Type": "application/json", "Content-Length": str(len(digits))}) + digits
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=15) as sock:
+        sock.sendall(good + request_head("/v2/health/ready", {}, method="GET") + bad)
+        received = b""
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            received += chunk
+    replay, answers = _Replay(received), []
+    while replay.tell() < len(received):
+        answer = http.client.HTTPResponse(replay)  # type: ignore[arg-type]
+        answer.begin()
+        answers.append((answer.status, answer.read()))
+    assert [status for status, _ in answers] == [200, 200, 400]
+    assert len(json.loads(answers[0][1])) == 1 and json.loads(answers[1][1]) == {"ready": True}
+    assert json.loads(answers[2][1])["reason"] == "malformed_http"
+
+
+def test_a_client_that_leaves_with_requests_pipelined_is_no_error(server, client, subset_data):
+    """Three requests sent at once, then the connection closed before any answer: uvicorn told only the
+    newest that the client had left, and the others wrote to a closed socket (a traceback each)."""
+    digits = json.dumps({"digits": subset_data.x_test[:1].tolist()}).encode()
+    good = request_head("/infer", {"Content-Type": "application/json", "Content-Length": str(len(digits))}) + digits
+    tracebacks = server.log_tail(5_000_000).count("Traceback")
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=15) as sock:
+        sock.sendall(good * 3)  # one connection: one request at a time, well inside the concurrency limit
+    time.sleep(2)  # the requests run on without their client
+    assert client.post("/infer", content=digits, headers={"Content-Type": "application/json"}).status_code == 200
+    assert server.log_tail(5_000_000).count("Traceback") == tracebacks, server.log_tail(3000)
+
+
 def test_head_refusals_are_counted(server, client):
     def counts() -> dict[str, float]:
         found: dict[str, float] = {}
