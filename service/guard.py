@@ -87,7 +87,10 @@ class Guard:
         self.in_flight = 0  # inference requests in progress on this worker (one event loop: no lock needed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "websocket":
+            await self._refuse_websocket(scope, receive, send)
+            return
+        if scope["type"] != "http":  # the lifespan
             await self.app(scope, receive, send)
             return
         template, policy = self.policy(scope["path"])
@@ -257,6 +260,19 @@ class Guard:
         if state.failure is not None and not state.started:  # the app gave up on the body without answering
             await self._refuse(send, state.failure, protocol, close=True)
 
+    async def _refuse_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """No route takes a WebSocket. The handshake is answered with the service's error body where the
+        server can send one (the ASGI WebSocket Denial Response extension, which uvicorn has), else closed
+        (which uvicorn turns into a bare 403)."""
+        error = errors.NotFound("No route here takes a WebSocket; the service answers plain HTTP requests "
+                                "(see the OpenAPI document at /docs.json).")
+        domain_metrics().rejected.labels(reason=error.reason, protocol="rest").inc()
+        await receive()  # websocket.connect
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send_error(send, error, message_type="websocket.http.response")
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
     async def _refuse(self, send: Send, error: errors.ServiceError, protocol: str, close: bool = False) -> None:
         domain_metrics().rejected.labels(reason=error.reason, protocol=protocol).inc()
         await send_error(send, error, close=close)
@@ -273,15 +289,17 @@ class _RequestState:
         self.reshape: errors.ServiceError | None = None
 
 
-async def send_error(send: Send, error: errors.ServiceError, close: bool = False) -> None:
-    """Send ``error`` as the whole answer: its status, its headers, the JSON body."""
+async def send_error(send: Send, error: errors.ServiceError, close: bool = False,
+                     message_type: str = "http.response") -> None:
+    """Send ``error`` as the whole answer: its status, its headers, the JSON body (``message_type``
+    ``websocket.http.response`` refuses a WebSocket handshake the same way)."""
     body = json.dumps(error.to_dict(), separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items()]
     if close:  # the rest of the body is not read: the connection cannot carry another request
         headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{message_type}.start", "status": error.status_code, "headers": headers})
+    await send({"type": f"{message_type}.body", "body": body})
 
 
 def route_template(scope: Scope, default: str = UNMATCHED) -> str:

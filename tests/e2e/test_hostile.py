@@ -441,6 +441,14 @@ def test_unknown_routes_and_methods_have_the_error_shape(client, method, path, s
     assert_error(client.request(method, path), status, reason)
 
 
+@pytest.mark.parametrize("path", ["/v2", "/classify", "/no/such/route"])
+def test_a_websocket_handshake_gets_the_error_shape(client, path):
+    """No route takes a WebSocket (before: uvicorn's bare 403 with an empty body)."""
+    response = client.get(path, headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                                         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    assert "WebSocket" in assert_error(response, 404, "not_found")["error"]
+
+
 def test_pickle_is_refused_on_every_route(client):
     for path in ("/classify", "/infer", "/model", "/nowhere"):
         response = client.post(path, content=b"\x80\x04K\x01.", headers={"Content-Type": "application/vnd.bentoml+pickle"})
