@@ -133,7 +133,8 @@ def load_grayscale(image: Image.Image, *, reduce_to: int | None = None) -> Image
     """Checks 5 and 6: decode an image from ``open_image`` into grayscale ("L").
 
     Colour is converted to luminance; transparent pixels are composited onto white, so a transparent
-    drawing becomes dark ink on light paper; 16-bit and float pixels are scaled, not clipped; the EXIF
+    drawing becomes dark ink on light paper (light strokes on a transparent sheet are composited onto black
+    and inverted, to the same end); 16-bit and float pixels are scaled, not clipped; the EXIF
     orientation is applied. With ``reduce_to``, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg
     scales while it decodes: about 30% less time for a 12-megapixel photo) as long as its longer side
     stays at least ``reduce_to`` pixels; other formats always decode at full size.
@@ -231,8 +232,13 @@ def _to_grayscale(image: Image.Image) -> Image.Image:
         if mode in ("I", "F") or mode.startswith("I;"):
             return Image.fromarray(_scale_to_uint8(np.asarray(image), mode))
         if image.has_transparency_data:  # an alpha band, or a transparent colour or palette entry
-            # Transparent pixels become white paper; a transparent PNG drawing is dark ink on light.
             rgba = image.convert("RGBA")
+            if _light_strokes_on_a_clear_sheet(rgba):
+                # White strokes on a transparent sheet (a drawing app in dark mode) would vanish on white
+                # paper: on black they show, and inverted they are dark ink on light like every other upload.
+                black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+                return ImageOps.invert(Image.alpha_composite(black, rgba).convert("L"))
+            # Transparent pixels become white paper; a transparent PNG drawing is dark ink on light.
             paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             return Image.alpha_composite(paper, rgba).convert("L")
         if mode == "LAB":
@@ -240,6 +246,22 @@ def _to_grayscale(image: Image.Image) -> Image.Image:
         return image.convert("L")
     except ValueError as error:  # Pillow has no conversion for this mode
         raise UnsupportedFormat(f"Images in colour mode {mode} are not supported.") from error
+
+
+CLEAR_SHEET_SHARE = 0.5  # at least this share of an image see-through: a transparent sheet, not a few clear pixels
+
+
+def _light_strokes_on_a_clear_sheet(rgba: Image.Image) -> bool:
+    """Whether an RGBA image is mostly see-through and what is opaque on it is light (alpha-weighted
+    luminance over half way). Judged on a copy at most 256 pixels a side, so a large image costs no memory."""
+    sample = rgba.copy()
+    sample.thumbnail((256, 256), Image.Resampling.BOX)
+    pixels = np.asarray(sample, dtype=np.float32)
+    alpha = pixels[..., 3] / 255.0
+    if (alpha < 0.5).mean() < CLEAR_SHEET_SHARE or alpha.sum() == 0:
+        return False
+    luminance = pixels[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as Pillow's "L"
+    return float((luminance * alpha).sum() / alpha.sum()) > 127.5
 
 
 def _scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:

@@ -145,6 +145,13 @@ def transparent_drawing(ink: np.ndarray) -> Image.Image:
     return Image.fromarray(rgba)
 
 
+def light_strokes_on_a_clear_sheet(ink: np.ndarray) -> Image.Image:
+    """White strokes on a transparent background whose hidden colour is white too (a dark-mode drawing app)."""
+    rgba = np.full((*ink.shape, 4), 255, np.uint8)
+    rgba[..., 3] = np.rint(ink * 255.0).astype(np.uint8)
+    return Image.fromarray(rgba)
+
+
 def palette_with_transparent_background(page: np.ndarray) -> Image.Image:
     """A palette image whose paper is palette entry 0: black, and marked transparent."""
     indices = np.where(page > 128, 0, 1).astype(np.uint8)
@@ -161,6 +168,7 @@ def mode_uploads(page: np.ndarray, ink: np.ndarray) -> dict[str, bytes]:
         "RGB-png": encode(blue_ink_rgb(ink), "PNG"),
         "RGBA-transparent-png": encode(transparent_drawing(ink), "PNG"),
         "RGBA-webp": encode(transparent_drawing(ink), "WEBP", lossless=True),
+        "RGBA-white-strokes-png": encode(light_strokes_on_a_clear_sheet(ink), "PNG"),
         "LA-png": encode(Image.fromarray(page).convert("LA"), "PNG"),
         "P-png": encode(Image.fromarray(blue_ink_rgb(ink)).convert("P"), "PNG"),
         "P-transparent-png": encode(palette_with_transparent_background(page), "PNG"),
@@ -183,6 +191,7 @@ MODE_CASES = [
     "RGB-png",
     "RGBA-transparent-png",
     "RGBA-webp",
+    "RGBA-white-strokes-png",
     "LA-png",
     "P-png",
     "P-transparent-png",
@@ -217,6 +226,15 @@ def test_sixteen_bit_levels_are_scaled_not_clipped():
     levels = np.array([[0, 100 * 257, 200 * 257, 65535]], np.uint16)
     image = decode_image(encode(Image.fromarray(levels), "PNG"), **LIMITS)
     np.testing.assert_array_equal(np.asarray(image), [[0, 100, 200, 255]])
+
+
+def test_a_few_clear_pixels_on_an_opaque_page_stay_white_paper():
+    """Light opaque pixels (a white page) with a clear corner are not light strokes on a clear sheet."""
+    rgba = np.full((10, 10, 4), 255, np.uint8)  # an opaque white page...
+    rgba[2:8, 4:6, :3] = 0  # ...a black stroke...
+    rgba[:3, :3, 3] = 0  # ...and a transparent corner
+    gray = np.asarray(decode_image(encode(rgba, "PNG"), **LIMITS))
+    assert gray[5, 5] == 0 and gray[0, 0] == 255 and gray[9, 9] == 255
 
 
 def test_transparent_pixels_become_white():
