@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageChops, ImageOps
 
 from models.preprocessing import WORKING_SIZE, NoInkError, normalize_digit
 from service.errors import (
@@ -253,15 +254,14 @@ CLEAR_SHEET_SHARE = 0.5  # at least this share of an image see-through: a transp
 
 def _light_strokes_on_a_clear_sheet(rgba: Image.Image) -> bool:
     """Whether an RGBA image is mostly see-through and what is opaque on it is light (alpha-weighted
-    luminance over half way). Judged on a copy at most 256 pixels a side, so a large image costs no memory."""
-    sample = rgba.copy()
-    sample.thumbnail((256, 256), Image.Resampling.BOX)
-    pixels = np.asarray(sample, dtype=np.float32)
-    alpha = pixels[..., 3] / 255.0
+    luminance over half way). Judged from one-byte planes averaged in blocks, at most 256 blocks a side."""
+    factor = max(1, math.ceil(max(rgba.size) / 256))
+    opacity = rgba.getchannel("A")
+    alpha = np.asarray(opacity.reduce(factor), dtype=np.float32) / 255.0
     if (alpha < 0.5).mean() < CLEAR_SHEET_SHARE or alpha.sum() == 0:
         return False
-    luminance = pixels[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as Pillow's "L"
-    return float((luminance * alpha).sum() / alpha.sum()) > 127.5
+    weighted = ImageChops.multiply(rgba.convert("L"), opacity)  # luminance times opacity, in block sums below
+    return float(np.asarray(weighted.reduce(factor), dtype=np.float32).sum() / alpha.sum()) > 127.5
 
 
 def _scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:

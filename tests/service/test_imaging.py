@@ -146,8 +146,10 @@ def transparent_drawing(ink: np.ndarray) -> Image.Image:
 
 
 def light_strokes_on_a_clear_sheet(ink: np.ndarray) -> Image.Image:
-    """White strokes on a transparent background whose hidden colour is white too (a dark-mode drawing app)."""
-    rgba = np.full((*ink.shape, 4), 255, np.uint8)
+    """White strokes on a transparent background whose hidden colour is black (a dark-mode drawing app):
+    averaged without their opacity, the pixels would read dark."""
+    rgba = np.zeros((*ink.shape, 4), np.uint8)
+    rgba[ink > 0, :3] = 255
     rgba[..., 3] = np.rint(ink * 255.0).astype(np.uint8)
     return Image.fromarray(rgba)
 
