@@ -93,6 +93,11 @@ class Guard:
         if scope["type"] != "http":  # the lifespan
             await self.app(scope, receive, send)
             return
+        method = scope["method"]
+        if method == "HEAD":
+            # HEAD is GET without the body (RFC 9110 asks every server to take both): our FastAPI routes take
+            # only GET, so the app sees a GET, and the server, whose scope still says HEAD, sends no body.
+            scope = {**scope, "method": "GET"}
         template, policy = self.policy(scope["path"])
         metrics = domain_metrics()
         started = time.perf_counter()
@@ -112,7 +117,7 @@ class Guard:
             activity.finished()
             template = route_template(scope, template)
             status = str(status_seen[0]) if status_seen else "none"  # "none": the client left before an answer
-            metrics.requests.labels(endpoint=template, method=_method_label(scope["method"]), status=status).inc()
+            metrics.requests.labels(endpoint=template, method=_method_label(method), status=status).inc()
             metrics.request_seconds.labels(endpoint=template).observe(time.perf_counter() - started)
 
     def policy(self, path: str) -> tuple[str, RoutePolicy | None]:

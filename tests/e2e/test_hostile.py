@@ -441,6 +441,21 @@ def test_unknown_routes_and_methods_have_the_error_shape(client, method, path, s
     assert_error(client.request(method, path), status, reason)
 
 
+@pytest.mark.parametrize("path", ["/v2", "/v2/health/ready", "/v2/models/mnist_cnn", "/model", "/metrics", "/ui",
+                                  "/readyz"])
+def test_head_is_get_without_the_body(client, path):
+    """Every GET route takes HEAD, as RFC 9110 asks of every server (before: a 405 on the FastAPI routes)."""
+    get, head = client.get(path), client.head(path)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_head_on_a_post_route_is_still_a_405(client):
+    response = client.head("/classify")
+    assert response.status_code == 405 and response.content == b""
+
+
 @pytest.mark.parametrize("path", ["/v2", "/classify", "/no/such/route"])
 def test_a_websocket_handshake_gets_the_error_shape(client, path):
     """No route takes a WebSocket (before: uvicorn's bare 403 with an empty body)."""
