@@ -62,6 +62,12 @@ MIN_BLOCK = 4
 BACKGROUND_PERCENTILE = 10  # the darkest tenth of a block is paper, even next to a stroke
 
 CORE_INK_PERCENTILE = 90  # this percentile of the ink's core is full-strength ink (255)
+# Ruled and squared paper: a thin band of rows (or columns) inked across RULED_COVERAGE of the image is a
+# printed line when there are at least two such bands and the rest of the ink spans at most
+# RULED_WRITING_SPAN of that side (lines run on past the writing; a digit's own bar does not).
+RULED_COVERAGE = 0.8
+RULED_MAX_THICKNESS = 0.02  # of the side across the lines, and at least 3 pixels
+RULED_WRITING_SPAN = 0.75
 
 
 class NoInkError(ValueError):
@@ -265,6 +271,8 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
        core neighbours are noise and dropped. Grey levels at or below the paper's noise floor (its
        mean plus three standard deviations) go to zero; the core's 90th percentile becomes full ink;
        levels in between keep their anti-aliased grey.
+       Printed lines are then dropped: at least two thin bands of rows (or columns) inked across 90 %
+       of the picture, beside writing that spans at most 75 % of it (ruled and squared paper).
     6. Crop to the bounding box of the core ink.
     7. Resize (Lanczos) so the longer side is DIGIT_BOX (20) pixels, keeping the aspect ratio, and
        stretch so the brightest pixel is 255.
@@ -308,12 +316,68 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
     noise_floor = min(noise_floor, 0.5 * full_ink)
     strength = np.clip((residual - noise_floor) / max(full_ink - noise_floor, 1.0), 0.0, 1.0)
 
+    # 5b. The printed lines of ruled or squared paper are not ink.
+    lines = _ruled_lines(strength, core)
+    if lines.any():
+        strength[lines] = 0.0
+        core &= ~lines
+        if not core.any():
+            raise NoInkError("The image holds no ink: only the paper's printed lines stand out.")
+
     # 6. Crop to the core ink.
     top, bottom, left, right = _bounding_box(core)
     crop = strength[top : bottom + 1, left : right + 1]
 
     # 7-8. Fit into the 20x20 box and centre by mass.
     return _place_by_centre_of_mass(_fit_into_box(crop))
+
+
+def _ruled_lines(strength: np.ndarray, core: np.ndarray) -> np.ndarray:
+    """A mask of the printed lines of ruled or squared paper in ``strength`` (all False if none).
+
+    A line is a thin band of rows (or columns) inked across RULED_COVERAGE of the picture; a band and the
+    row or column on either side of it (a photo's blur, JPEG's ringing) are the line. Rows are lines when
+    there are at least two such bands and the core ink left once every line is gone (``core`` less the
+    lines: the writing) spans at most RULED_WRITING_SPAN of the width, since lines run on past the writing
+    and a digit's own bars do not. With no writing left, it takes three bands: a blank page of lines, not
+    the four sides of a square 0. Columns the same way."""
+    inked = strength > 0.0
+    (rows, row_bands), (cols, col_bands) = _line_bands(inked), _line_bands(inked.T)
+    writing = core & ~(rows[:, None] | cols[None, :])
+    if not _printed(row_bands, writing.any(axis=0)):
+        rows[:] = False
+    if not _printed(col_bands, writing.any(axis=1)):
+        cols[:] = False
+    return rows[:, None] | cols[None, :]
+
+
+def _printed(bands: int, writing_along: np.ndarray) -> bool:
+    """Whether ``bands`` line bands are printed lines, given where the writing lies along them."""
+    if bands < 2:
+        return False
+    if not writing_along.any():
+        return bands >= 3
+    return _span(writing_along) <= RULED_WRITING_SPAN * writing_along.size
+
+
+def _line_bands(inked: np.ndarray) -> tuple[np.ndarray, int]:
+    """The rows of ``inked`` in thin bands inked across RULED_COVERAGE of its width, each widened by a row
+    on either side, and how many bands there are."""
+    height = inked.shape[0]
+    across = inked.mean(axis=1) >= RULED_COVERAGE
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], across.astype(np.int8), [0]])))
+    bands = [(start, stop) for start, stop in zip(edges[::2], edges[1::2])
+             if stop - start <= max(3, round(RULED_MAX_THICKNESS * height))]
+    rows = np.zeros(height, dtype=bool)
+    for start, stop in bands:
+        rows[max(0, start - 1) : stop + 1] = True
+    return rows, len(bands)
+
+
+def _span(present: np.ndarray) -> int:
+    """From the first True to the last, inclusive; 0 when there is none."""
+    found = np.flatnonzero(present)
+    return int(found[-1] - found[0] + 1) if found.size else 0
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
