@@ -62,9 +62,9 @@ MIN_BLOCK = 4
 BACKGROUND_PERCENTILE = 10  # the darkest tenth of a block is paper, even next to a stroke
 
 CORE_INK_PERCENTILE = 90  # this percentile of the ink's core is full-strength ink (255)
-# Ruled and squared paper: a thin band of rows (or columns) inked across RULED_COVERAGE of the image is a
-# printed line when there are at least two such bands and the rest of the ink spans at most
-# RULED_WRITING_SPAN of that side (lines run on past the writing; a digit's own bar does not).
+# Ruled and squared paper: thin bands of rows (or columns) inked across RULED_COVERAGE of the image are
+# printed lines when there are at least two and the rest of the core ink spans at most RULED_WRITING_SPAN
+# of that side (lines run on past the writing; a digit's own bars do not); see _ruled_lines.
 RULED_COVERAGE = 0.8
 RULED_MAX_THICKNESS = 0.02  # of the side across the lines, and at least 3 pixels
 RULED_WRITING_SPAN = 0.75
@@ -271,8 +271,9 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
        core neighbours are noise and dropped. Grey levels at or below the paper's noise floor (its
        mean plus three standard deviations) go to zero; the core's 90th percentile becomes full ink;
        levels in between keep their anti-aliased grey.
-       Printed lines are then dropped: at least two thin bands of rows (or columns) inked across 90 %
-       of the picture, beside writing that spans at most 75 % of it (ruled and squared paper).
+       Printed lines are then dropped: at least two thin bands of rows (or columns) inked across 80 %
+       of the picture, beside writing that spans at most 75 % of it, or three with nothing else written
+       (ruled and squared paper).
     6. Crop to the bounding box of the core ink.
     7. Resize (Lanczos) so the longer side is DIGIT_BOX (20) pixels, keeping the aspect ratio, and
        stretch so the brightest pixel is 255.
