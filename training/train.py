@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import itertools
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -24,6 +23,7 @@ import numpy as np
 
 from models.cnn import build_cnn, make_inference_fn
 from models.preprocessing import INPUT_SHAPE, NUM_CLASSES, model_input_function, to_model_input
+from service.device import usable_cpus
 from training import registry
 from training.augment import augment_batch, warp_clean
 from training.config import DEFAULT_PRESET, PRESETS, TrainConfig, make_config
@@ -91,7 +91,7 @@ def in_numpy(config: TrainConfig) -> bool:
 # that counted against `make serve`'s 5-minute start). NumPy batches are made on every core the process may
 # use, two batches ahead of the step; the fit's pace is the same (README, "A fit that ends when its last
 # epoch ends").
-PIPELINE_PARALLELISM = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+PIPELINE_PARALLELISM = usable_cpus()
 PREFETCH_BATCHES = 2
 
 
