@@ -345,20 +345,26 @@ def _ruled_lines(strength: np.ndarray, core: np.ndarray) -> np.ndarray:
     inked = strength > 0.0
     (rows, row_bands), (cols, col_bands) = _line_bands(inked), _line_bands(inked.T)
     writing = core & ~(rows[:, None] | cols[None, :])
-    if not _printed(row_bands, writing.any(axis=0)):
+    if writing.any():
+        top, bottom, left, right = _bounding_box(writing)
+        width_span, height_span = right - left + 1, bottom - top + 1
+    else:
+        width_span = height_span = None
+    if not _printed(row_bands, width_span, inked.shape[1]):
         rows[:] = False
-    if not _printed(col_bands, writing.any(axis=1)):
+    if not _printed(col_bands, height_span, inked.shape[0]):
         cols[:] = False
     return rows[:, None] | cols[None, :]
 
 
-def _printed(bands: int, writing_along: np.ndarray) -> bool:
-    """Whether ``bands`` line bands are printed lines, given where the writing lies along them."""
+def _printed(bands: int, writing_span: int | None, side: int) -> bool:
+    """Whether ``bands`` line bands are printed lines, given how far the writing (None: none) runs along
+    them on a side of ``side`` pixels."""
     if bands < 2:
         return False
-    if not writing_along.any():
+    if writing_span is None:
         return bands >= 3
-    return _span(writing_along) <= RULED_WRITING_SPAN * writing_along.size
+    return writing_span <= RULED_WRITING_SPAN * side
 
 
 def _line_bands(inked: np.ndarray) -> tuple[np.ndarray, int]:
@@ -373,12 +379,6 @@ def _line_bands(inked: np.ndarray) -> tuple[np.ndarray, int]:
     for start, stop in bands:
         rows[max(0, start - 1) : stop + 1] = True
     return rows, len(bands)
-
-
-def _span(present: np.ndarray) -> int:
-    """From the first True to the last, inclusive; 0 when there is none."""
-    found = np.flatnonzero(present)
-    return int(found[-1] - found[0] + 1) if found.size else 0
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
