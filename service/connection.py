@@ -195,11 +195,10 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         Closing at once while the client is still sending would make the kernel answer its next bytes with
         a reset, which can destroy the answer before the client reads it. So the write side is shut and
         whatever else arrives is read and dropped for up to ``LINGER_S`` (nginx's lingering close)."""
+        self.transport.write(error_response(error, self.server_state.default_headers))
         if not self.transport.can_write_eof():
-            self.transport.write(error_response(error, self.server_state.default_headers))
             self.transport.close()
         else:
-            self.transport.write(error_response(error, self.server_state.default_headers))
             self.transport.write_eof()
             self.loop.call_later(LINGER_S, self.transport.close)
 
