@@ -105,11 +105,12 @@ PRESETS: dict[str, dict] = {
     # report half 94.3/94.7 % -> 95.9/96.0 %, MNIST test 99.55/99.51 % -> 99.53/99.47 %.
     # Its styled 9s keep the short hook alone: with the round bowls too (seed 42) it read more of the
     # person-like set (tuning half 97.7 -> 97.9 %, report half 95.9 -> 96.3 %) and less of MNIST's test set,
-    # the figure it is for (99.53 -> 99.46 %).
+    # the figure it is for (99.53 -> 99.46 %). Nor are its 2s written narrow: it was tuned before that style,
+    # which draws no number at 0, so its batches are as they were.
     "best": {"epochs": 30, "batch_size": 128, "augment": "uploads", "augment_fraction": 0.5,
              "clean_warp_fraction": 1.0, "lr_schedule": "cosine", "validation_fraction": 0.1,
              "precision": "auto", "deskew": True, "normalize_strokes": True,
-             "augment_settings": AugmentSettings(bowl_probability=0.0)},
+             "augment_settings": AugmentSettings(bowl_probability=0.0, narrow_two_probability=0.0)},
 }
 DEFAULT_PRESET = "people"
 

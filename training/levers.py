@@ -30,7 +30,7 @@ LEVERS: dict[str, dict] = {
     "stroke width": {"stroke_probability": 0.0},
     "low resolution": {"low_resolution_probability": 0.0},
     "blur": {"blur_probability": 0.0},
-    "writing styles": {"style_probability": 0.0},
+    "writing styles": {"style_probability": 0.0, "narrow_two_probability": 0.0},
 }
 
 

@@ -14,7 +14,8 @@ from training.augment import AugmentSettings, augment_batch, frame_like_uploads
 
 OFF = AugmentSettings(rotation_degrees=0.0, shear=0.0, scale=(1.0, 1.0), narrow=(1.0, 1.0), elastic_probability=0.0,
                       bend_probability=0.0, stroke_probability=0.0, low_resolution_probability=0.0,
-                      blur_probability=0.0, style_probability=0.0)
+                      blur_probability=0.0, style_probability=0.0,
+                      narrow_two_probability=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +193,29 @@ def test_styled_nines_end_in_a_hook_or_a_bowl(digits):
     is_hook = np.all(both == hooks, axis=(1, 2))
     is_bowl = np.all(both == bowls, axis=(1, 2))
     assert (is_hook | is_bowl).all() and is_hook.any() and is_bowl.any()
+
+
+def test_a_narrow_two_is_squeezed_about_its_middle_and_no_other_digit_is(digits):
+    images, labels = digits
+    before = ink(images)
+    out = augment.writing_styles(before, labels, np.random.default_rng(0), replace(OFF, narrow_two_probability=1.0))
+    changed = np.flatnonzero(np.abs(out - before).max(axis=(1, 2)) > 0)
+    assert set(labels[changed].tolist()) == {2}
+    twos = labels == 2
+    top, bottom, _, _ = augment._ink_extent(before[twos])
+    new_top, new_bottom, _, _ = augment._ink_extent(out[twos])
+    np.testing.assert_array_equal(new_top, top)  # as tall as it was
+    np.testing.assert_array_equal(new_bottom, bottom)
+    width = lambda x: np.array([np.ptp(np.flatnonzero((d > 0.5).any(axis=0))) + 1 for d in x])  # noqa: E731
+    share = width(out[twos]) / width(before[twos])
+    assert (share > 0.3).all() and (share < 0.8).all()  # squeezed to 45-70 % of its width, give or take a pixel
+    column_mass = lambda x: (x.sum(axis=1) * np.arange(28)).sum(axis=1) / x.sum(axis=(1, 2))  # noqa: E731
+    assert np.abs(column_mass(out[twos]) - column_mass(before[twos])).max() < 1.0  # about its own middle
+    # At 0 not a number is drawn for it, so the batches of a preset without it stay as they were.
+    styles_rng, choice_rng = np.random.default_rng(0), np.random.default_rng(0)
+    augment.writing_styles(before, labels, styles_rng, OFF)
+    choice_rng.random(len(before))  # writing_styles' draw of which digits to style, and no more
+    assert styles_rng.bit_generator.state == choice_rng.bit_generator.state
 
 
 def test_a_short_stem_four_keeps_its_left_arm_crossbar_and_foot(digits):
