@@ -86,3 +86,47 @@ def test_without_scikit_learn_training_skips_it_and_says_so(monkeypatch, caplog)
     monkeypatch.setattr(train, "build_personlike_set", unavailable)
     assert train.evaluate_personlike_if_available(lambda batch: batch) is None
     assert "Skipping the person-like evaluation" in caplog.text
+
+
+def test_plain_is_black_ink_on_white_paper_36_to_150_px():
+    images, _ = personlike.load_writer_digits()
+    rng = np.random.default_rng(0)
+    formats = set()
+    for image in images[:20]:
+        upload = Image.open(io.BytesIO(personlike.render_upload(image, personlike.PLAIN, rng)))
+        formats.add(upload.format)
+        grey = np.asarray(upload.convert("L"))
+        assert max(grey.shape) <= personlike.UPLOAD_SIDES[1] and min(grey.shape) >= personlike.UPLOAD_SIDES[0] // 2
+        assert np.median(grey) >= 250 and grey.min() <= 40  # white paper, black ink, no light fall-off
+    assert formats == {"PNG", "JPEG"}
+    assert personlike.PLAIN not in STYLES  # the set itself keeps its six styles
+
+
+def test_every_style_reads_each_digit_in_each_style(trained):
+    from models.cnn import make_inference_fn
+
+    infer = make_inference_fn(trained.model)
+    both = personlike.every_style_accuracy(infer, styles=(personlike.PLAIN, "canvas"), limit=30)
+    assert list(both) == [personlike.PLAIN, "canvas"]
+    for row in both.values():
+        assert row["samples"] == 30 and 0.0 <= row["accuracy"] <= 1.0
+        assert set(row) >= {"tune", "per_class_accuracy"} and "report" not in row  # 30 digits: all in the first half
+        assert row["tune"] == pytest.approx(row["accuracy"], abs=1e-5)
+    # Each style has its own seeded renders: asked alone, it reads the same uploads.
+    assert personlike.every_style_accuracy(infer, styles=("canvas",), limit=30)["canvas"] == both["canvas"]
+
+
+def test_the_command_reads_the_registered_model_in_every_style(trained, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "styles.json"
+    assert personlike.main(["--limit", "20", "--styles", "plain", "scan", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "20 UCI digits in each style" in table
+    assert [line.split()[0] for line in table.splitlines()[2:]] == ["plain", "scan"]
+    written = json.loads(out.read_text())
+    assert written["model"].startswith("mnist_cnn:") and set(written["styles"]) == {"plain", "scan"}
+    assert personlike.main(["--model", "mnist_cnn:notaversion", "--limit", "5"]) == 1
+    assert "mnist_cnn:notaversion" in capsys.readouterr().err
+    assert personlike.main(["--model", "Not A Tag!", "--limit", "5"]) == 1  # a sentence, not a traceback
+    assert "is not a valid BentoML tag" in capsys.readouterr().err
