@@ -35,8 +35,11 @@ reports. A digit is in one half only. Both halves are reported so the gap betwee
 
 from __future__ import annotations
 
+import argparse
 import io
+import json
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -280,7 +283,9 @@ def every_style_accuracy(infer: Callable[[np.ndarray], np.ndarray],
     the same uploads whichever others are asked for.
     """
     images, labels = load_writer_digits()
-    count = len(labels) if limit is None else limit
+    count = len(labels) if limit is None else min(limit, len(labels))
+    if count < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}.")
     images, labels, splits = images[:count], labels[:count], split_of(len(labels))[:count]
     result = {}
     for style in styles:
@@ -296,25 +301,33 @@ def every_style_accuracy(infer: Callable[[np.ndarray], np.ndarray],
     return result
 
 
+def _at_least_one(text: str) -> int:
+    """``--limit``'s type: a whole number from 1, else a usage error that says so."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of digits, 1 or more, not {text!r}")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.personlike [--model TAG]``: a registered model's accuracy on every source digit
     in every style; a table on stdout, ``--json PATH`` for the whole result."""
-    import argparse
-    import json
-    import sys
-
     from training.registry import MODEL_NAME, ModelLoadError, ModelNotRegistered, get_stored, load_model, model_input_of
 
-    parser = argparse.ArgumentParser(description="Read every UCI digit in every upload style with a registered model.")
+    parser = argparse.ArgumentParser(prog="python -m training.personlike",
+                                     description="Read every UCI digit in every upload style with a registered model.")
     parser.add_argument("--model", default=f"{MODEL_NAME}:latest", help="the model's tag (default: the newest)")
     parser.add_argument("--styles", nargs="+", choices=EVERY_STYLE, default=list(EVERY_STYLE))
-    parser.add_argument("--limit", type=int, help="only the first LIMIT digits (a quick look)")
+    parser.add_argument("--limit", type=_at_least_one, help="only the first LIMIT digits (a quick look)")
     parser.add_argument("--json", metavar="PATH", help="write the whole result here as JSON")
     args = parser.parse_args(argv)
     try:
         stored = get_stored(args.model)
         model, model_input = load_model(stored), model_input_of(stored)
-    except (ModelNotRegistered, ModelLoadError, ValueError) as error:  # ValueError: a pipeline this code lacks
+    except (ModelNotRegistered, ModelLoadError, ValueError) as error:  # ValueError: not a tag, or an unknown pipeline
         print(error, file=sys.stderr)
         return 1
     from models.cnn import make_inference_fn  # imports TensorFlow: only once a model is there to read with

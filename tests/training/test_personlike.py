@@ -130,3 +130,8 @@ def test_the_command_reads_the_registered_model_in_every_style(trained, tmp_path
     assert "mnist_cnn:notaversion" in capsys.readouterr().err
     assert personlike.main(["--model", "Not A Tag!", "--limit", "5"]) == 1  # a sentence, not a traceback
     assert "is not a valid BentoML tag" in capsys.readouterr().err
+    for limit in ("0", "-3", "many"):  # a usage error (exit 2) that names the option
+        with pytest.raises(SystemExit) as exit_:
+            personlike.main(["--limit", limit])
+        error = capsys.readouterr().err
+        assert exit_.value.code == 2 and "--limit: must be a whole number of digits, 1 or more" in error
