@@ -153,12 +153,18 @@ def _encode(pixels: np.ndarray, fmt: str, **options) -> bytes:
     return buffer.getvalue()
 
 
-def _paper_upload(ink8: np.ndarray, style: str, rng: np.random.Generator) -> bytes:
-    """One paper style (everything but ``canvas``) as PNG or JPEG bytes."""
+def _paper_layout(rng: np.random.Generator) -> tuple[tuple[int, int], int]:
+    """A page (height, width) whose longer side is 36-150 px, upright or on its side, and the height of the
+    digit written on it."""
     longer = int(rng.integers(UPLOAD_SIDES[0], UPLOAD_SIDES[1] + 1))
     shorter = max(UPLOAD_SIDES[0] // 2, round(longer * rng.uniform(0.75, 1.0)))
-    page = (longer, shorter) if rng.random() < 0.5 else (shorter, longer)  # (height, width)
-    digit_height = max(8, round(min(page) * rng.uniform(0.45, 0.8)))
+    page = (longer, shorter) if rng.random() < 0.5 else (shorter, longer)
+    return page, max(8, round(min(page) * rng.uniform(0.45, 0.8)))
+
+
+def _paper_upload(ink8: np.ndarray, style: str, rng: np.random.Generator) -> bytes:
+    """One paper style (everything but ``canvas`` and ``plain``) as PNG or JPEG bytes."""
+    page, digit_height = _paper_layout(rng)
     size = _digit_size(digit_height, rng)
 
     if style == "lowres":
@@ -188,10 +194,7 @@ def _paper_upload(ink8: np.ndarray, style: str, rng: np.random.Generator) -> byt
 
 def _plain_upload(ink8: np.ndarray, rng: np.random.Generator) -> bytes:
     """The grid blown up bilinearly, black on white, off-centre on a page 36-150 px long, PNG or JPEG."""
-    longer = int(rng.integers(UPLOAD_SIDES[0], UPLOAD_SIDES[1] + 1))
-    shorter = max(UPLOAD_SIDES[0] // 2, round(longer * rng.uniform(0.75, 1.0)))
-    page = (longer, shorter) if rng.random() < 0.5 else (shorter, longer)  # (height, width)
-    digit_height = max(8, round(min(page) * rng.uniform(0.45, 0.8)))
+    page, digit_height = _paper_layout(rng)
     ink = _upscale(ink8, _digit_size(digit_height, rng), Image.Resampling.BILINEAR)
     pixels = _paper_page(_on_page(ink, page, rng), 255.0, 0.0, rng, shading=0.0, noise=0.0)
     return _encode(pixels, "JPEG", quality=90) if rng.random() < 0.5 else _encode(pixels, "PNG")
