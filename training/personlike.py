@@ -318,7 +318,8 @@ def _at_least_one(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.personlike [--model TAG]``: a registered model's accuracy on every source digit
     in every style; a table on stdout, ``--json PATH`` for the whole result."""
-    from training.registry import MODEL_NAME, ModelLoadError, ModelNotRegistered, get_stored, load_model, model_input_of
+    from service.served_model import load_served_model
+    from training.registry import MODEL_NAME, ModelLoadError, ModelNotRegistered, get_stored
 
     parser = argparse.ArgumentParser(prog="python -m training.personlike",
                                      description="Read every UCI digit in every upload style with a registered model.")
@@ -327,20 +328,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=_at_least_one, help="only the first LIMIT digits (a quick look)")
     parser.add_argument("--json", metavar="PATH", help="write the whole result here as JSON")
     args = parser.parse_args(argv)
-    try:
-        stored = get_stored(args.model)
-        model, model_input = load_model(stored), model_input_of(stored)
-    except (ModelNotRegistered, ModelLoadError, ValueError) as error:  # ValueError: not a tag, or an unknown pipeline
+    try:  # the model as the service loads it: its forward pass compiled, its pipeline from its metadata
+        served = load_served_model(get_stored(args.model))
+    except (ModelNotRegistered, ModelLoadError, ValueError) as error:  # ValueError: not a tag
         print(error, file=sys.stderr)
         return 1
-    from models.cnn import make_inference_fn  # imports TensorFlow: only once a model is there to read with
-
     try:
-        result = every_style_accuracy(make_inference_fn(model), model_input, tuple(args.styles), args.limit)
+        result = every_style_accuracy(served.infer, served.model_input, tuple(args.styles), args.limit)
     except PersonlikeUnavailable as error:
         print(error, file=sys.stderr)
         return 1
-    print(f"{stored.tag}: {next(iter(result.values()))['samples']} UCI digits in each style")
+    print(f"{served.tag}: {next(iter(result.values()))['samples']} UCI digits in each style")
     print(f"{'style':8} {'all':>7} {'tune':>7} {'report':>7}  weakest digits")
     for style, row in result.items():
         weakest = sorted(row["per_class_accuracy"].items(), key=lambda item: item[1])[:3]
@@ -348,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{style:8} {row['accuracy']:7.1%}{halves}  " + ", ".join(f"{d}: {a:.0%}" for d, a in weakest))
     if args.json:
         with open(args.json, "w") as file:
-            json.dump({"model": str(stored.tag), "styles": result}, file, indent=2)
+            json.dump({"model": served.tag, "styles": result}, file, indent=2)
     return 0
 
 
