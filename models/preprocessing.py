@@ -265,8 +265,10 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
     3. Background: estimate the paper per block (the 10th percentile of each block, then the darkest
        of each block's 3x3 neighbourhood so a thick stroke cannot pose as paper), interpolate it
        bilinearly, and subtract it. This removes shading and brightness gradients.
-    4. No ink: unless one pixel in a thousand stands above the typical (median) pixel by
-       MIN_INK_CONTRAST (32) grey levels and by NOISE_MULTIPLE (5) times the noise, raise NoInkError.
+    4. No ink: unless one pixel in a thousand stands above the paper by MIN_INK_CONTRAST (32) grey
+       levels and by NOISE_MULTIPLE (5) times the paper's noise, raise NoInkError. The paper is the
+       picture's median pixel or, for a digit cropped so tight that its ink covers most of the picture,
+       the median of the border (``_has_ink``).
     5. Threshold: Otsu's threshold splits the ink's core from paper; core pixels with fewer than two
        core neighbours are noise and dropped. Grey levels at or below the paper's noise floor (its
        mean plus three standard deviations) go to zero; the core's 90th percentile becomes full ink;
@@ -415,20 +417,51 @@ def _without_specks(mask: np.ndarray) -> np.ndarray:
 
 
 def _has_ink(levels: np.ndarray) -> bool:
-    """Whether one pixel in a thousand of uint8 ``levels`` stands out from the typical (median) pixel by
-    MIN_INK_CONTRAST and by NOISE_MULTIPLE times the noise (1.4826 x the median absolute deviation,
-    a standard deviation that ink cannot inflate).
+    """Whether one pixel in a thousand of uint8 ``levels`` stands out from the paper by MIN_INK_CONTRAST and
+    by NOISE_MULTIPLE times the paper's noise.
 
     A high rank instead of the maximum keeps a single hot pixel or dust speck from counting as ink; the
-    noise term keeps a grainy blank page from counting as ink. Histograms make this linear-time.
+    noise term keeps a grainy blank page from counting as ink. The paper is read two ways, and either may
+    show the ink:
+
+    - the whole picture: its median is the paper and its noise 1.4826 x its median absolute deviation, a
+      standard deviation that a digit of ordinary size cannot inflate;
+    - its border, for a digit whose ink and blur cover more than half the picture (a tight crop of a
+      bold digit), which moves the whole picture's median and spread into the ink: the border's median
+      is the paper there, and the noise the larger of the border's spread and the whole picture's
+      pixel-to-pixel one, which a blur-smooth digit leaves small and a grainy page does not.
+
+    Histograms make this linear-time.
     """
-    histogram = np.bincount(levels.ravel(), minlength=256)
     count = levels.size
-    typical = _ranked_level(histogram, (count - 1) // 2)
-    deviations = np.bincount(np.abs(np.arange(256) - typical), weights=histogram, minlength=256)
-    noise = 1.4826 * _ranked_level(deviations, (count - 1) // 2)
-    bright = _ranked_level(histogram, count - max(1, count // 1000))
-    return bright - typical >= max(MIN_INK_CONTRAST, NOISE_MULTIPLE * noise)
+    bright = _ranked_level(np.bincount(levels.ravel(), minlength=256), count - max(1, count // 1000))
+    typical, spread = _median_and_spread(levels)
+    if bright - typical >= max(MIN_INK_CONTRAST, NOISE_MULTIPLE * spread):
+        return True
+    paper, border_spread = _median_and_spread(_border(levels))
+    noise = max(border_spread, _pixel_to_pixel_spread(levels))
+    return bright - paper >= max(MIN_INK_CONTRAST, NOISE_MULTIPLE * noise)
+
+
+def _median_and_spread(levels: np.ndarray) -> tuple[int, float]:
+    """The median of uint8 ``levels`` and 1.4826 x their median absolute deviation (for Gaussian noise, its
+    standard deviation)."""
+    histogram = np.bincount(levels.ravel(), minlength=256)
+    middle = (levels.size - 1) // 2
+    median = _ranked_level(histogram, middle)
+    deviations = np.bincount(np.abs(np.arange(256) - median), weights=histogram, minlength=256)
+    return median, 1.4826 * _ranked_level(deviations, middle)
+
+
+def _pixel_to_pixel_spread(levels: np.ndarray) -> float:
+    """The noise of uint8 ``levels`` read from the differences between neighbours, down and across (1.4826
+    x their median absolute value, over the square root of 2): sensor noise and grain differ from pixel to
+    pixel, a digit's strokes and blur change smoothly. 0 for a single pixel."""
+    signed = levels.astype(np.int16)
+    differences = np.concatenate([np.abs(np.diff(signed, axis=0)).ravel(), np.abs(np.diff(signed, axis=1)).ravel()])
+    if differences.size == 0:
+        return 0.0
+    return 1.4826 * float(np.median(differences)) / math.sqrt(2.0)
 
 
 def _ranked_level(histogram: np.ndarray, rank: int) -> int:
