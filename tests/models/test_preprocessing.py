@@ -28,6 +28,7 @@ from models.preprocessing import (
     normalize_strokes,
     to_model_input,
 )
+from models.preprocessing import _only_the_sheet  # the guard, asked directly
 from tests.uploads import encode, render_as_upload
 
 
@@ -307,6 +308,75 @@ def test_grainy_blank_pages_blown_up_have_no_ink(enlarged):
         page = Image.fromarray(np.clip(small, 0, 255).astype(np.uint8)).resize((320, 240), Image.Resampling.BICUBIC)
         with pytest.raises(NoInkError):
             normalize_digit(decode_gray(encode(np.asarray(page), "JPEG", quality=75)))
+
+
+# --- normalize_digit: a sheet on a desk --------------------------------------------------------------
+
+
+def on_a_desk(digit: np.ndarray, layout: str, angle: float, rng: np.random.Generator) -> np.ndarray:
+    """A photo (320x240, JPEG) of the MNIST digit written on a sheet of paper that lies on a darker desk:
+    the sheet in the middle (desk all round), against the left edge, or in the top-left corner, turned by
+    ``angle`` degrees, the light falling off across the picture."""
+    height, width = 240, 320
+    sheet_h, sheet_w, top, left = {
+        "middle": (180, 240, 30, 40), "left-edge": (170, 240, 35, 0), "corner": (200, 270, 0, 0),
+    }[layout]
+    mask = Image.new("L", (width, height), 0)
+    mask.paste(255, (left, top, left + sheet_w, top + sheet_h))
+    sheet = np.asarray(mask.rotate(angle, Image.Resampling.BILINEAR, center=(left + sheet_w / 2, top + sheet_h / 2)),
+                       np.float32) / 255.0
+    page = rng.uniform(40.0, 140.0) * (1.0 - sheet) + rng.uniform(200.0, 245.0) * sheet
+    side = 90
+    ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0
+    row, col = top + (sheet_h - side) // 2, left + (sheet_w - side) // 2
+    page[row : row + side, col : col + side] *= 1.0 - 0.8 * ink
+    page *= 1.0 - 0.2 * np.linspace(0.0, 1.0, width)[np.newaxis, :]
+    page += rng.normal(0.0, 3.0, page.shape)
+    return decode_gray(encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85))
+
+
+@pytest.mark.parametrize("angle", [0.0, 12.0])
+@pytest.mark.parametrize("layout", ["middle", "left-edge", "corner"])
+def test_a_sheet_photographed_on_a_desk_is_read_as_the_sheet(mnist_digits, layout, angle):
+    """Before, the desk was read as ink: the whole sheet was the digit where the desk made the border dark,
+    a band of ink beside it where it did not (mean correlation 0.37-0.42 in each of these layouts)."""
+    images, _ = mnist_digits
+    rng = np.random.default_rng(int(angle) + len(layout))
+    correlations = [correlation(normalize_digit(on_a_desk(images[i], layout, angle, rng)), normalize_digit(images[i]))
+                    for i in range(30)]
+    assert np.mean(correlations) > 0.85, f"mean correlation {np.mean(correlations):.3f}"
+
+
+def drawn_on_a_pad(digit: np.ndarray, pen: int) -> np.ndarray:
+    """The MNIST digit as the drawing page sends it: white strokes, ``pen`` pixels broader, on a black 280x280
+    pad, the digit 200 px tall."""
+    big = Image.fromarray(written_with(digit, pen)).resize((200, 200), Image.Resampling.BICUBIC)
+    pad = np.zeros((280, 280), np.uint8)
+    pad[40:240, 40:240] = np.asarray(big)
+    return pad
+
+
+def light_falling_off(digit: np.ndarray) -> np.ndarray:
+    """The MNIST digit on a page whose light falls from 245 to 150 across it: Otsu splits the page."""
+    page = np.linspace(245.0, 150.0, 320)[np.newaxis, :].repeat(240, axis=0)
+    ink = np.asarray(Image.fromarray(digit).resize((30, 30), Image.Resampling.BICUBIC), np.float32) / 255.0
+    page[100:130, 250:280] *= 1.0 - 0.8 * ink
+    return np.rint(page).astype(np.uint8)
+
+
+@pytest.mark.parametrize("picture", ["pad-mnist-pen", "pad-marker", "tight-crop", "light-falling-off"])
+def test_pictures_without_a_desk_are_left_as_they_are(mnist_digits, picture):
+    """The desk is painted over only where there is one: not the dark pad of a drawing (its bold 0s and 8s
+    included), not the strokes that a tight crop cuts, not the darker half of a page lit from one side."""
+    images, _ = mnist_digits
+    for index in range(60):
+        if picture.startswith("pad"):
+            gray = drawn_on_a_pad(images[index], pen=0 if picture == "pad-mnist-pen" else 3)
+        elif picture == "tight-crop":
+            gray = cropped_tight(written_with(images[index], 2), margin=0, scale=4, blur=1.0)
+        else:
+            gray = light_falling_off(images[index])
+        np.testing.assert_array_equal(_only_the_sheet(gray), gray, err_msg=f"digit {index}")
 
 
 def test_a_dust_speck_is_not_a_digit():

@@ -135,3 +135,19 @@ def test_the_command_reads_the_registered_model_in_every_style(trained, tmp_path
             personlike.main(["--limit", limit])
         error = capsys.readouterr().err
         assert exit_.value.code == 2 and "--limit: must be a whole number of digits, 1 or more" in error
+
+
+def test_no_render_is_taken_for_a_sheet_on_a_desk():
+    """The sheet-on-a-desk step of normalize_digit leaves every style's renders as they are (light strokes
+    on the canvas's dark pad included): the person-like figures measured before it stand."""
+    from models.preprocessing import WORKING_SIZE, _only_the_sheet, _reduce_to_working_size
+    from service.imaging import decode_image
+
+    images, _ = personlike.load_writer_digits()
+    for style in personlike.EVERY_STYLE:
+        rng = np.random.default_rng(personlike.EVERY_STYLE_SEED)
+        for index, image in enumerate(images[:300]):
+            upload = personlike.render_upload(image, style, rng)
+            decoded = decode_image(upload, max_bytes=len(upload), max_pixels=10**6, reduce_to=WORKING_SIZE)
+            gray = _reduce_to_working_size(np.asarray(decoded))  # what normalize_digit asks about
+            assert np.array_equal(_only_the_sheet(gray), gray), f"{style} render {index}"
