@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 UPLOAD_CANVAS = (200, 160)  # (width, height) of the rendered "photo"
 UPLOAD_SCALE = 4  # the 28x28 digit becomes 112x112 on the canvas
@@ -54,3 +54,41 @@ def render_as_upload(digit28: np.ndarray, rng: np.random.Generator) -> bytes:
     page = page + rng.normal(0.0, 6.0, size=page.shape)
     rgb = np.repeat(np.clip(np.rint(page), 0, 255).astype(np.uint8)[..., np.newaxis], 3, axis=2)
     return encode(rgb, "JPEG", quality=UPLOAD_JPEG_QUALITY)
+
+
+def written_with(digit: np.ndarray, pen: int) -> np.ndarray:
+    """The MNIST digit written with a pen ``pen`` pixels broader on each side (a grey dilation)."""
+    return np.asarray(Image.fromarray(digit).filter(ImageFilter.MaxFilter(2 * pen + 1))) if pen else digit
+
+
+def cropped_tight(digit: np.ndarray, margin: int, scale: int, blur: float) -> bytes:
+    """A photo cropped to the digit: cut out ``margin`` pixels beyond its ink, blown up ``scale`` times,
+    blurred by ``blur`` px, in dark ink on light paper: PNG bytes. A bold digit's ink and blur cover about
+    half the picture or more."""
+    rows, cols = np.flatnonzero(digit.max(axis=1) > 30), np.flatnonzero(digit.max(axis=0) > 30)
+    crop = digit[max(0, rows[0] - margin) : rows[-1] + 1 + margin, max(0, cols[0] - margin) : cols[-1] + 1 + margin]
+    big = Image.fromarray(crop).resize((crop.shape[1] * scale, crop.shape[0] * scale), Image.Resampling.BICUBIC)
+    ink = np.asarray(big.filter(ImageFilter.GaussianBlur(blur)), np.float32) / 255.0
+    return encode(np.rint(240.0 - 200.0 * ink).astype(np.uint8), "PNG")
+
+
+def on_a_desk(digit: np.ndarray, layout: str, angle: float, rng: np.random.Generator) -> bytes:
+    """A photo (320x240, JPEG) of the MNIST digit written on a sheet of paper that lies on a darker desk:
+    the sheet in the middle (desk all round), against the left edge, or in the top-left corner, turned by
+    ``angle`` degrees, the light falling off across the picture."""
+    height, width = 240, 320
+    sheet_h, sheet_w, top, left = {
+        "middle": (180, 240, 30, 40), "left-edge": (170, 240, 35, 0), "corner": (200, 270, 0, 0),
+    }[layout]
+    mask = Image.new("L", (width, height), 0)
+    mask.paste(255, (left, top, left + sheet_w, top + sheet_h))
+    sheet = np.asarray(mask.rotate(angle, Image.Resampling.BILINEAR, center=(left + sheet_w / 2, top + sheet_h / 2)),
+                       np.float32) / 255.0
+    page = rng.uniform(40.0, 140.0) * (1.0 - sheet) + rng.uniform(200.0, 245.0) * sheet
+    side = 90
+    ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0
+    row, col = top + (sheet_h - side) // 2, left + (sheet_w - side) // 2
+    page[row : row + side, col : col + side] *= 1.0 - 0.8 * ink
+    page *= 1.0 - 0.2 * np.linspace(0.0, 1.0, width)[np.newaxis, :]
+    page += rng.normal(0.0, 3.0, page.shape)
+    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from models.preprocessing import (
     DESKEWED_VERSION,
@@ -29,7 +29,7 @@ from models.preprocessing import (
     to_model_input,
 )
 from models.preprocessing import _only_the_sheet  # the guard, asked directly
-from tests.uploads import encode, render_as_upload
+from tests.uploads import cropped_tight, encode, on_a_desk, render_as_upload, written_with
 
 
 @pytest.fixture(scope="module")
@@ -267,22 +267,6 @@ def test_grainy_blank_page_has_no_ink():
         normalize_digit(decode_gray(encode(page, "JPEG", quality=75)))
 
 
-def written_with(digit: np.ndarray, pen: int) -> np.ndarray:
-    """The MNIST digit written with a pen ``pen`` pixels broader on each side (a grey dilation)."""
-    return np.asarray(Image.fromarray(digit).filter(ImageFilter.MaxFilter(2 * pen + 1))) if pen else digit
-
-
-def cropped_tight(digit: np.ndarray, margin: int, scale: int, blur: float) -> np.ndarray:
-    """A photo cropped to the digit: cut out ``margin`` pixels beyond its ink, blown up ``scale`` times,
-    blurred by ``blur`` px, in dark ink on light paper, a PNG decoded. A bold digit's ink and blur cover
-    about half the picture or more."""
-    rows, cols = np.flatnonzero(digit.max(axis=1) > 30), np.flatnonzero(digit.max(axis=0) > 30)
-    crop = digit[max(0, rows[0] - margin) : rows[-1] + 1 + margin, max(0, cols[0] - margin) : cols[-1] + 1 + margin]
-    big = Image.fromarray(crop).resize((crop.shape[1] * scale, crop.shape[0] * scale), Image.Resampling.BICUBIC)
-    ink = np.asarray(big.filter(ImageFilter.GaussianBlur(blur)), np.float32) / 255.0
-    return decode_gray(encode(np.rint(240.0 - 200.0 * ink).astype(np.uint8), "PNG"))
-
-
 @pytest.mark.parametrize("pen", [0, 1, 2], ids=["mnist-pen", "broad-pen", "marker"])
 def test_a_digit_cropped_tight_is_read_not_refused(mnist_digits, pen):
     """Before, its ink moved the picture's median and spread into the ink and it was refused as blank (of
@@ -293,7 +277,7 @@ def test_a_digit_cropped_tight_is_read_not_refused(mnist_digits, pen):
     for index in range(40):
         margin, scale, blur = int(rng.integers(1, 3)), int(rng.integers(2, 7)), float(rng.uniform(0.0, 3.0))
         bold = written_with(images[index], pen)
-        out = normalize_digit(cropped_tight(bold, margin, scale, blur))  # no NoInkError
+        out = normalize_digit(decode_gray(cropped_tight(bold, margin, scale, blur)))  # no NoInkError
         correlations.append(correlation(out, normalize_digit(bold)))
     assert min(correlations) > 0.55 and np.mean(correlations) > 0.65, f"{np.round(correlations, 2)}"
 
@@ -313,28 +297,6 @@ def test_grainy_blank_pages_blown_up_have_no_ink(enlarged):
 # --- normalize_digit: a sheet on a desk --------------------------------------------------------------
 
 
-def on_a_desk(digit: np.ndarray, layout: str, angle: float, rng: np.random.Generator) -> np.ndarray:
-    """A photo (320x240, JPEG) of the MNIST digit written on a sheet of paper that lies on a darker desk:
-    the sheet in the middle (desk all round), against the left edge, or in the top-left corner, turned by
-    ``angle`` degrees, the light falling off across the picture."""
-    height, width = 240, 320
-    sheet_h, sheet_w, top, left = {
-        "middle": (180, 240, 30, 40), "left-edge": (170, 240, 35, 0), "corner": (200, 270, 0, 0),
-    }[layout]
-    mask = Image.new("L", (width, height), 0)
-    mask.paste(255, (left, top, left + sheet_w, top + sheet_h))
-    sheet = np.asarray(mask.rotate(angle, Image.Resampling.BILINEAR, center=(left + sheet_w / 2, top + sheet_h / 2)),
-                       np.float32) / 255.0
-    page = rng.uniform(40.0, 140.0) * (1.0 - sheet) + rng.uniform(200.0, 245.0) * sheet
-    side = 90
-    ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0
-    row, col = top + (sheet_h - side) // 2, left + (sheet_w - side) // 2
-    page[row : row + side, col : col + side] *= 1.0 - 0.8 * ink
-    page *= 1.0 - 0.2 * np.linspace(0.0, 1.0, width)[np.newaxis, :]
-    page += rng.normal(0.0, 3.0, page.shape)
-    return decode_gray(encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85))
-
-
 @pytest.mark.parametrize("angle", [0.0, 12.0])
 @pytest.mark.parametrize("layout", ["middle", "left-edge", "corner"])
 def test_a_sheet_photographed_on_a_desk_is_read_as_the_sheet(mnist_digits, layout, angle):
@@ -342,7 +304,8 @@ def test_a_sheet_photographed_on_a_desk_is_read_as_the_sheet(mnist_digits, layou
     a band of ink beside it where it did not (mean correlation 0.37-0.42 in each of these layouts)."""
     images, _ = mnist_digits
     rng = np.random.default_rng(int(angle) + len(layout))
-    correlations = [correlation(normalize_digit(on_a_desk(images[i], layout, angle, rng)), normalize_digit(images[i]))
+    correlations = [correlation(normalize_digit(decode_gray(on_a_desk(images[i], layout, angle, rng))),
+                                normalize_digit(images[i]))
                     for i in range(30)]
     assert np.mean(correlations) > 0.85, f"mean correlation {np.mean(correlations):.3f}"
 
@@ -373,7 +336,7 @@ def test_pictures_without_a_desk_are_left_as_they_are(mnist_digits, picture):
         if picture.startswith("pad"):
             gray = drawn_on_a_pad(images[index], pen=0 if picture == "pad-mnist-pen" else 3)
         elif picture == "tight-crop":
-            gray = cropped_tight(written_with(images[index], 2), margin=0, scale=4, blur=1.0)
+            gray = decode_gray(cropped_tight(written_with(images[index], 2), margin=0, scale=4, blur=1.0))
         else:
             gray = light_falling_off(images[index])
         np.testing.assert_array_equal(_only_the_sheet(gray), gray, err_msg=f"digit {index}")

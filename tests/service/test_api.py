@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.uploads import encode
+from tests.uploads import cropped_tight, encode, on_a_desk, written_with
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +71,23 @@ def test_a_persons_upload_dark_ink_on_white_jpeg(client, subset_data):
     response = client.post("/classify", files=upload(encode(canvas, "JPEG", quality=80), "scan.jpg", "image/jpeg"))
     assert response.status_code == 200
     assert response.json()["digit"] == 7
+
+
+@pytest.mark.parametrize("photo", ["sheet-on-a-desk", "cropped-tight"])
+def test_a_photo_of_a_sheet_on_a_desk_and_a_tight_crop_are_read(client, subset_data, photo):
+    """Before, the desk was read as ink and a tight crop of a bold digit was refused as no_ink (422)."""
+    rng = np.random.default_rng(0)
+    correct = 0
+    for index in range(20):
+        digit = subset_data.x_test[index]
+        if photo == "sheet-on-a-desk":
+            data = on_a_desk(digit, ("middle", "left-edge", "corner")[index % 3], 12.0 * (index % 2), rng)
+        else:
+            data = cropped_tight(written_with(digit, 1), margin=1, scale=4, blur=1.5)
+        response = client.post("/classify", files=upload(data, "photo.jpg", "image/jpeg"))
+        assert response.status_code == 200, response.text
+        correct += response.json()["digit"] == subset_data.y_test[index]
+    assert correct >= 17, f"{correct} of 20"
 
 
 def test_content_type_of_the_part_does_not_matter(client, subset_data):
