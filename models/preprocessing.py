@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 IMAGE_SIZE = 28  # MNIST's side length in pixels
 NUM_CLASSES = 10
@@ -427,8 +429,6 @@ def _only_the_sheet(gray: np.ndarray) -> np.ndarray:
     light = smooth >= _otsu_threshold(smooth)
     if _border(light).all() or light.mean() < SHEET_MIN_SHARE * SHEET_PAPER_SHARE:
         return gray  # no dark region touches the border, or too little paper for a sheet: nothing to label
-    from scipy import ndimage
-
     regions, _ = ndimage.label(~light)  # the dark regions, 4-connected
     area = np.bincount(regions.ravel())
     contact = np.bincount(_border(regions), minlength=area.size)
@@ -464,9 +464,7 @@ def _only_the_sheet(gray: np.ndarray) -> np.ndarray:
 def _smallest_rectangle_area(mask: np.ndarray) -> float:
     """The area of the smallest rectangle, at any angle, that holds the True pixels of ``mask`` (pixels as
     unit squares): one side of it lies along an edge of their convex hull (rotating calipers)."""
-    from scipy.spatial import ConvexHull, QhullError
-
-    rows, cols = np.nonzero(mask)
+    rows, cols = np.nonzero(mask & ~ndimage.binary_erosion(mask))  # the edge pixels hold the same hull
     corners = np.concatenate([np.stack([rows + dy, cols + dx], axis=1) for dy in (0, 1) for dx in (0, 1)])
     try:
         hull = corners[ConvexHull(corners).vertices].astype(np.float64)
@@ -555,7 +553,7 @@ def _pixel_to_pixel_spread(levels: np.ndarray) -> float:
     x their median absolute value, over the square root of 2): sensor noise and grain differ from pixel to
     pixel, a digit's strokes and blur change smoothly. 0 for a single pixel."""
     signed = levels.astype(np.int16)
-    differences = np.concatenate([np.abs(np.diff(signed, axis=0)).ravel(), np.abs(np.diff(signed, axis=1)).ravel()])
+    differences = np.concatenate([np.abs(np.diff(signed, axis=axis)).ravel() for axis in (0, 1)])
     if differences.size == 0:
         return 0.0
     return 1.4826 * float(np.median(differences)) / math.sqrt(2.0)
