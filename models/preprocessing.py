@@ -425,6 +425,8 @@ def _only_the_sheet(gray: np.ndarray) -> np.ndarray:
       MIN_INK_CONTRAST, above the surface's median (Otsu also splits a page that light falls off across,
       and its darker half is paper, not a surface).
     """
+    if (_border(gray) >= _otsu_threshold(gray)).all():
+        return gray  # no dark pixel on the border, so no surface: most pictures end here
     smooth = np.asarray(Image.fromarray(gray).filter(ImageFilter.BoxBlur(SHEET_SMOOTHING)))  # a desk's grain
     light = smooth >= _otsu_threshold(smooth)
     if _border(light).all() or light.mean() < SHEET_MIN_SHARE * SHEET_PAPER_SHARE:
