@@ -18,8 +18,6 @@ from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
-from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
 
 IMAGE_SIZE = 28  # MNIST's side length in pixels
 NUM_CLASSES = 10
@@ -427,6 +425,10 @@ def _only_the_sheet(gray: np.ndarray) -> np.ndarray:
     """
     if (_border(gray) >= _otsu_threshold(gray)).all():
         return gray  # no dark pixel on the border, so no surface: most pictures end here
+    # Imported here, not with the module: the load-test image imports this module for its constants and has
+    # no SciPy (the service loads it at start: service.imaging).
+    from scipy import ndimage
+
     smooth = np.asarray(Image.fromarray(gray).filter(ImageFilter.BoxBlur(SHEET_SMOOTHING)))  # a desk's grain
     light = smooth >= _otsu_threshold(smooth)
     if _border(light).all() or light.mean() < SHEET_MIN_SHARE * SHEET_PAPER_SHARE:
@@ -466,6 +468,9 @@ def _only_the_sheet(gray: np.ndarray) -> np.ndarray:
 def _smallest_rectangle_area(mask: np.ndarray) -> float:
     """The area of the smallest rectangle, at any angle, that holds the True pixels of ``mask`` (pixels as
     unit squares): one side of it lies along an edge of their convex hull (rotating calipers)."""
+    from scipy import ndimage
+    from scipy.spatial import ConvexHull, QhullError
+
     rows, cols = np.nonzero(mask & ~ndimage.binary_erosion(mask))  # the edge pixels hold the same hull
     corners = np.concatenate([np.stack([rows + dy, cols + dx], axis=1) for dy in (0, 1) for dx in (0, 1)])
     try:
