@@ -453,8 +453,8 @@ def _only_the_sheet(gray: np.ndarray) -> np.ndarray:
     pieces, _ = ndimage.label(paper)
     if np.bincount(pieces.ravel())[1:].max() < SHEET_ONE_PIECE * paper.sum():
         return gray
-    paper_level, paper_noise = _median_and_spread(gray[paper])
-    surface_level, _ = _median_and_spread(gray[surface])
+    paper_level, paper_noise = _median_and_spread(_histogram(gray[paper]))
+    surface_level, _ = _median_and_spread(_histogram(gray[surface]))
     if paper_level - surface_level < max(MIN_INK_CONTRAST, SHEET_STEP * paper_noise):
         return gray
     # The sheet's edge is blurred into the surface: paint a rim of it too (not along the picture's border).
@@ -535,21 +535,25 @@ def _has_ink(levels: np.ndarray) -> bool:
 
     Histograms make this linear-time.
     """
-    count = levels.size
-    bright = _ranked_level(np.bincount(levels.ravel(), minlength=256), count - max(1, count // 1000))
-    typical, spread = _median_and_spread(levels)
+    histogram = _histogram(levels)
+    bright = _ranked_level(histogram, levels.size - max(1, levels.size // 1000))
+    typical, spread = _median_and_spread(histogram)
     if bright - typical >= max(MIN_INK_CONTRAST, NOISE_MULTIPLE * spread):
         return True
-    paper, border_spread = _median_and_spread(_border(levels))
+    paper, border_spread = _median_and_spread(_histogram(_border(levels)))
     noise = max(border_spread, _pixel_to_pixel_spread(levels))
     return bright - paper >= max(MIN_INK_CONTRAST, NOISE_MULTIPLE * noise)
 
 
-def _median_and_spread(levels: np.ndarray) -> tuple[int, float]:
-    """The median of uint8 ``levels`` and 1.4826 x their median absolute deviation (for Gaussian noise, its
-    standard deviation)."""
-    histogram = np.bincount(levels.ravel(), minlength=256)
-    middle = (levels.size - 1) // 2
+def _histogram(levels: np.ndarray) -> np.ndarray:
+    """How many of uint8 ``levels`` have each grey level: (256,)."""
+    return np.bincount(levels.ravel(), minlength=256)
+
+
+def _median_and_spread(histogram: np.ndarray) -> tuple[int, float]:
+    """The median of the grey levels counted in ``histogram`` (``_histogram``) and 1.4826 x their median
+    absolute deviation (for Gaussian noise, its standard deviation)."""
+    middle = (int(histogram.sum()) - 1) // 2
     median = _ranked_level(histogram, middle)
     deviations = np.bincount(np.abs(np.arange(256) - median), weights=histogram, minlength=256)
     return median, 1.4826 * _ranked_level(deviations, middle)
@@ -599,7 +603,7 @@ def _estimate_background(ink: np.ndarray) -> np.ndarray:
 
 def _otsu_threshold(levels: np.ndarray) -> int:
     """Otsu's threshold for uint8 ``levels``: the lowest grey level of the brighter class."""
-    histogram = np.bincount(levels.ravel(), minlength=256).astype(np.float64)
+    histogram = _histogram(levels).astype(np.float64)
     weight_dark = np.cumsum(histogram)  # pixels at or below each level
     weight_light = weight_dark[-1] - weight_dark
     mass_dark = np.cumsum(histogram * np.arange(256))

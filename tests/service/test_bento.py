@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,11 +48,11 @@ def test_bentoml_build_packs_service_and_model(trained, bentoml_home):
 
 def _installed_with(requirements: list[str]) -> set[str]:
     """The distributions these requirements install on this machine, their own requirements included (an
-    extra's only where a requirement names it), as normalised names."""
+    extra's only where a requirement names it), as canonical names."""
     found, pending = set(), [Requirement(text) for text in requirements]
     while pending:
         requirement = pending.pop()
-        name = requirement.name.lower().replace("_", "-")
+        name = canonicalize_name(requirement.name)
         if name in found:
             continue
         found.add(name)
@@ -84,5 +85,5 @@ def test_the_bento_requires_every_package_its_code_imports():
     distributions = importlib.metadata.packages_distributions()
     installed = _installed_with(bentofile["python"]["packages"])
     missing = [module for module in third_party
-               if not any(name.lower().replace("_", "-") in installed for name in distributions[module])]
+               if not any(canonicalize_name(name) in installed for name in distributions[module])]
     assert not missing, f"bentofile.yaml installs nothing that provides {missing}"
