@@ -52,6 +52,12 @@ CENTRE_OF_MASS = 14.0
 MIN_INK_CONTRAST = 32
 NOISE_MULTIPLE = 5
 
+# Polarity (_ink_is_dark): the border's range of levels is taken between these percentiles, and the ink is
+# the side on which this percentile of the picture reaches beyond it, this many times as far as the other.
+BORDER_RANGE_PERCENTILES = (5, 95)
+POLARITY_REACH_PERCENTILE = 0.1
+POLARITY_MARGIN = 2.0
+
 # A sheet of paper photographed on a darker surface (see _only_the_sheet): each region of the surface holds
 # at least this share of the border's pixels; the sheet covers at least this share of the picture, is at
 # least this share paper and this share writing, is about a rectangle, and stands this many times its
@@ -276,8 +282,9 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
        unchanged (a bit-identical copy), so MNIST digits mean the same to the model whichever way
        they arrive. It must still hold ink.
     1. Box-average down so the longest side is at most WORKING_SIZE (512) pixels.
-    2. Polarity: MNIST is light ink on black. When the median of the border pixels is light, the
-       picture is dark ink on paper and is inverted.
+    2. Polarity: MNIST is light ink on black. When the picture reaches well beyond the levels of its
+       border on the dark side only, or (neither side being clear) the border's median is light, the
+       picture is dark ink on paper and is inverted (``_ink_is_dark``).
     3. Background: estimate the paper per block (the 10th percentile of each block, then the darkest
        of each block's 3x3 neighbourhood so a thick stroke cannot pose as paper), interpolate it
        bilinearly, and subtract it. This removes shading and brightness gradients.
@@ -313,7 +320,7 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
 
     # 1-2. Working size and polarity: ink is bright from here on.
     work = _only_the_sheet(_reduce_to_working_size(gray))
-    ink = 255 - work if _background_is_light(work) else work  # uint8
+    ink = 255 - work if _ink_is_dark(work) else work  # uint8
 
     # 3. Background removal.
     residual = np.clip(ink.astype(np.float32) - _estimate_background(ink), 0.0, 255.0)
@@ -500,6 +507,24 @@ def _border(gray: np.ndarray) -> np.ndarray:
 def _background_is_light(gray: np.ndarray) -> bool:
     """Whether the picture is dark-on-light, judged by the median of its border pixels."""
     return bool(np.median(_border(gray)) >= 128)
+
+
+def _ink_is_dark(gray: np.ndarray) -> bool:
+    """Whether the picture is dark ink on a lighter ground (paper), not light ink on a darker one (a pad).
+
+    The ground is what the border shows, and the ink the side on which the picture reaches beyond the
+    border's range of levels: by POLARITY_REACH_PERCENTILE, farther than MIN_INK_CONTRAST, and at least
+    POLARITY_MARGIN times as far as on the other side. That reads dark ink on paper that is itself darker
+    than mid-grey once made grey (a photo in dim light, red, dark-blue or kraft paper), where the border's
+    median alone is dark. Where neither side is so clearly the ink (a tight crop, whose
+    strokes the border cuts), the border's median decides: light paper, dark ink.
+    """
+    border_low, border_high = np.percentile(_border(gray), BORDER_RANGE_PERCENTILES)
+    low, high = np.percentile(gray, (POLARITY_REACH_PERCENTILE, 100.0 - POLARITY_REACH_PERCENTILE))
+    darker, lighter = float(border_low - low), float(high - border_high)
+    if max(darker, lighter) >= max(MIN_INK_CONTRAST, POLARITY_MARGIN * min(darker, lighter)):
+        return darker > lighter
+    return _background_is_light(gray)
 
 
 def _without_specks(mask: np.ndarray) -> np.ndarray:

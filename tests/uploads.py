@@ -92,3 +92,18 @@ def on_a_desk(digit: np.ndarray, layout: str, angle: float, rng: np.random.Gener
     page *= 1.0 - 0.2 * np.linspace(0.0, 1.0, width)[np.newaxis, :]
     page += rng.normal(0.0, 3.0, page.shape)
     return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
+
+
+PAPER_COLOURS = {"dim-white": (95, 95, 95), "red": (210, 50, 50), "dark-blue": (40, 70, 170), "kraft": (160, 120, 80)}
+
+
+def on_coloured_paper(digit: np.ndarray, paper: str, rng: np.random.Generator) -> bytes:
+    """A photo (260x200, RGB JPEG) of the MNIST digit in black ink on paper of one of PAPER_COLOURS, each
+    darker than mid-grey once made grey: white paper in dim light, red, dark blue or brown kraft paper."""
+    height, width, side = 200, 260, 90
+    ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0
+    page = np.ones((height, width, 3)) * np.array(PAPER_COLOURS[paper]) * rng.uniform(0.85, 1.1)
+    top, left = int(rng.integers(5, height - side - 5)), int(rng.integers(5, width - side - 5))
+    page[top : top + side, left : left + side] *= (1.0 - 0.85 * ink)[..., np.newaxis]
+    page += rng.normal(0.0, 3.0, page.shape)
+    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
