@@ -58,6 +58,21 @@ BORDER_RANGE_PERCENTILES = (5, 95)
 POLARITY_REACH_PERCENTILE = 0.1
 POLARITY_MARGIN = 2.0
 
+# A shadow over part of the page (see _with_shadows): the paper is also followed with a grey opening by a
+# square this share of the shorter side. Where the opening lifts the blocks' paper by more than SHADOW_FLOOR
+# of the ink's contrast, a region starts; a region lifted anywhere by more than SHADOW_DEPTH of it is a bold
+# stroke (a shadow darkens paper by less than ink does). The picture holds a shadow when another region
+# holds at least SHADOW_MIN_CONTACT of the border, covers a share of the picture within SHADOW_SHARE and is
+# lifted somewhere by at least SHADOW_MIN_DEPTH.
+SHADOW_SQUARE = 0.5
+SHADOW_FLOOR = 0.05
+SHADOW_DEPTH = 0.5
+SHADOW_MIN_CONTACT = 0.15
+SHADOW_MIN_DEPTH = 0.25
+SHADOW_SHARE = (0.25, 0.7)  # of the picture: a shadow covers at least the first and leaves lit paper
+SHADOW_WORKING_SIDE = 64  # px: the shorter side a shadow is looked for at (box-averaged down by a whole factor)
+INK_CONTRAST_PERCENTILE = 99.5  # of the picture, less the lightest paper: the ink's contrast
+
 # A sheet of paper photographed on a darker surface (see _only_the_sheet): each region of the surface holds
 # at least this share of the border's pixels; the sheet covers at least this share of the picture, is at
 # least this share paper and this share writing, is about a rectangle, and stands this many times its
@@ -287,7 +302,8 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
        picture is dark ink on paper and is inverted (``_ink_is_dark``).
     3. Background: estimate the paper per block (the 10th percentile of each block, then the darkest
        of each block's 3x3 neighbourhood so a thick stroke cannot pose as paper), interpolate it
-       bilinearly, and subtract it. This removes shading and brightness gradients.
+       bilinearly, lift it where a shadow falls across part of the page (``_with_shadows``), and
+       subtract it. This removes shading, brightness gradients and shadows.
     4. No ink: unless one pixel in a thousand stands above the paper by MIN_INK_CONTRAST (32) grey
        levels and by NOISE_MULTIPLE (5) times the paper's noise, raise NoInkError. The paper is the
        picture's median pixel or, for a digit cropped so tight that its ink covers most of the picture,
@@ -519,8 +535,12 @@ def _ink_is_dark(gray: np.ndarray) -> bool:
     median alone is dark. Where neither side is so clearly the ink (a tight crop, whose
     strokes the border cuts), the border's median decides: light paper, dark ink.
     """
-    border_low, border_high = np.percentile(_border(gray), BORDER_RANGE_PERCENTILES)
-    low, high = np.percentile(gray, (POLARITY_REACH_PERCENTILE, 100.0 - POLARITY_REACH_PERCENTILE))
+    border = _histogram(_border(gray))
+    border_low, border_high = (_ranked_level(border, round((border.sum() - 1) * share / 100))
+                               for share in BORDER_RANGE_PERCENTILES)
+    picture, last = _histogram(gray), gray.size - 1
+    low, high = (_ranked_level(picture, round(last * share / 100))
+                 for share in (POLARITY_REACH_PERCENTILE, 100.0 - POLARITY_REACH_PERCENTILE))
     darker, lighter = float(border_low - low), float(high - border_high)
     if max(darker, lighter) >= max(MIN_INK_CONTRAST, POLARITY_MARGIN * min(darker, lighter)):
         return darker > lighter
@@ -610,6 +630,12 @@ def _reduce_to_working_size(gray: np.ndarray) -> np.ndarray:
 
 def _estimate_background(ink: np.ndarray) -> np.ndarray:
     """A smooth float32 estimate of the (dark) background under bright uint8 ``ink``, of the same shape."""
+    return _with_shadows(ink, _background_by_blocks(ink))
+
+
+def _background_by_blocks(ink: np.ndarray) -> np.ndarray:
+    """The paper per block (its BACKGROUND_PERCENTILE), the darkest of each block's 3x3 neighbourhood,
+    interpolated bilinearly to ``ink``'s shape: float32."""
     height, width = ink.shape
     block = max(MIN_BLOCK, min(height, width) // BLOCKS_PER_SIDE)
     grid_h, grid_w = math.ceil(height / block), math.ceil(width / block)
@@ -624,6 +650,57 @@ def _estimate_background(ink: np.ndarray) -> np.ndarray:
     )
     smooth = Image.fromarray(level).resize((width, height), Image.Resampling.BILINEAR)  # mode "F"
     return np.asarray(smooth)
+
+
+def _with_shadows(ink: np.ndarray, paper: np.ndarray) -> np.ndarray:
+    """``paper`` (the blocks' estimate under bright ``ink``) lifted where a shadow falls across the page.
+
+    The blocks' estimate takes the darkest paper within about half the picture, so it reaches that far past
+    a shadow's edge into the shadow, and the shadowed paper there reads as ink: a band beside the digit, or
+    a digit lost in it. A grey opening of the picture (its minimum over a square SHADOW_SQUARE of the
+    shorter side, then the maximum of that) follows the edge instead: a shadow, wider than the square,
+    keeps its shape, while strokes, narrower, go. Where it lifts the blocks' paper, it is taken region by
+    region: a region lifted anywhere by more than SHADOW_DEPTH of the ink's contrast is ink that fills the
+    square (a bold digit cropped tight, paper showing only in its corners), not a shadow. A shadow falls in
+    from outside the picture, is broad, leaves some paper lit and is deep: unless another region holds
+    SHADOW_MIN_CONTACT of the border, covers a share of the picture within SHADOW_SHARE and is lifted by
+    SHADOW_MIN_DEPTH somewhere, the blocks' estimate stands as it is (light falling off gently across a
+    page; a tight crop's blurred loops, which leave paper only in the corners).
+    """
+    # Imported here, not with the module: the load-test image imports this module for its constants and has
+    # no SciPy (the service loads it at start: service.imaging).
+    from scipy import ndimage
+
+    # The ink's contrast: how far its brightest part (INK_CONTRAST_PERCENTILE) stands above the lightest paper.
+    rank = round((ink.size - 1) * INK_CONTRAST_PERCENTILE / 100)
+    contrast = _ranked_level(_histogram(ink), rank) - float(paper.min())
+    # A shadow is broad: it is looked for on the picture box-averaged down to about SHADOW_WORKING_SIDE.
+    factor = max(1, min(ink.shape) // SHADOW_WORKING_SIDE)
+    small_ink = np.asarray(Image.fromarray(ink).reduce(factor), dtype=np.float32)
+    small_paper = np.asarray(Image.fromarray(paper, mode="F").reduce(factor))
+    if factor == 1:
+        small_ink = ndimage.uniform_filter(small_ink, size=3)  # the paper's grain, not its noise's minimum
+    # The opening lies under the picture: if too little of its border stands above the paper, no shadow.
+    if (_border(small_ink) - _border(small_paper) > SHADOW_FLOOR * contrast).mean() < SHADOW_MIN_CONTACT:
+        return paper
+    side = max(3, round(SHADOW_SQUARE * min(small_ink.shape)))
+    lift = np.maximum(ndimage.grey_opening(small_ink, size=(side, side)) - small_paper, 0.0)
+    regions, count = ndimage.label(lift > SHADOW_FLOOR * contrast)
+    if count == 0:
+        return paper
+    peaks = np.zeros(count + 1, np.float32)
+    np.maximum.at(peaks, regions.ravel(), lift.ravel())  # by label; 0 is no region
+    strokes = peaks > SHADOW_DEPTH * contrast
+    contact = np.bincount(_border(regions), minlength=count + 1)  # the border pixels each region holds
+    area = np.bincount(regions.ravel(), minlength=count + 1)
+    low, high = SHADOW_SHARE
+    shadows = (~strokes & (peaks >= SHADOW_MIN_DEPTH * contrast) & (contact >= SHADOW_MIN_CONTACT * _border(regions).size)
+               & (area >= low * regions.size) & (area <= high * regions.size))
+    if not shadows[1:].any():
+        return paper
+    lift[strokes[regions]] = 0.0
+    height, width = paper.shape
+    return paper + np.asarray(Image.fromarray(lift).resize((width, height), Image.Resampling.BILINEAR))
 
 
 def _otsu_threshold(levels: np.ndarray) -> int:

@@ -94,6 +94,24 @@ def on_a_desk(digit: np.ndarray, layout: str, angle: float, rng: np.random.Gener
     return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
 
 
+def in_a_shadow(digit: np.ndarray, edge: float, rng: np.random.Generator) -> bytes:
+    """A photo (320x240, JPEG) of the MNIST digit on paper that a shadow falls across: a half-plane at a
+    random angle and offset, 30-50 % darker, its edge blurred over about ``edge`` pixels (a hand or a phone
+    gives a soft one, 20-30 px; a lamp a hard one)."""
+    height, width = 240, 320
+    page = np.full((height, width), rng.uniform(200.0, 245.0))
+    side = 100
+    ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0
+    top, left = int(rng.integers(10, height - side - 10)), int(rng.integers(10, width - side - 10))
+    page[top : top + side, left : left + side] *= 1.0 - 0.8 * ink
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    rows, cols = np.mgrid[0:height, 0:width]
+    across = np.cos(angle) * (cols - width / 2) + np.sin(angle) * (rows - height / 2) + rng.uniform(-60.0, 60.0)
+    page *= 1.0 - rng.uniform(0.3, 0.5) / (1.0 + np.exp(-across / edge))
+    page += rng.normal(0.0, 4.0, page.shape)
+    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
+
+
 PAPER_COLOURS = {"dim-white": (95, 95, 95), "red": (210, 50, 50), "dark-blue": (40, 70, 170), "kraft": (160, 120, 80)}
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.uploads import PAPER_COLOURS, cropped_tight, encode, on_a_desk, on_coloured_paper, written_with
+from tests.uploads import PAPER_COLOURS, cropped_tight, encode, in_a_shadow, on_a_desk, on_coloured_paper, written_with
 
 pytestmark = pytest.mark.slow
 
@@ -73,10 +73,10 @@ def test_a_persons_upload_dark_ink_on_white_jpeg(client, subset_data):
     assert response.json()["digit"] == 7
 
 
-@pytest.mark.parametrize("photo", ["sheet-on-a-desk", "cropped-tight", "on-dark-paper"])
+@pytest.mark.parametrize("photo", ["sheet-on-a-desk", "cropped-tight", "in-a-shadow", "on-dark-paper"])
 def test_person_like_photos_are_read(client, subset_data, photo):
-    """Before, the desk was read as ink, a tight crop of a bold digit was refused as no_ink (422), and paper
-    darker than mid-grey was read as the ink (4 of these 20 right)."""
+    """Before, the desk and a shadow's edge were read as ink, a tight crop of a bold digit was refused as
+    no_ink (422), and paper darker than mid-grey was read as the ink (4 of these 20 right)."""
     rng = np.random.default_rng(0)
     correct = 0
     for turn, index in enumerate(range(0, len(subset_data.y_test), len(subset_data.y_test) // 20)):
@@ -85,6 +85,8 @@ def test_person_like_photos_are_read(client, subset_data, photo):
             data = on_a_desk(digit, ("middle", "left-edge", "corner")[turn % 3], 12.0 * (turn % 2), rng)
         elif photo == "cropped-tight":
             data = cropped_tight(written_with(digit, 1), margin=1, scale=4, blur=1.5)
+        elif photo == "in-a-shadow":
+            data = in_a_shadow(digit, 25.0, rng)
         else:
             data = on_coloured_paper(digit, sorted(PAPER_COLOURS)[turn % len(PAPER_COLOURS)], rng)
         response = client.post("/classify", files=upload(data, "photo.jpg", "image/jpeg"))
