@@ -532,8 +532,8 @@ def _ink_is_dark(gray: np.ndarray) -> bool:
     border's range of levels: by POLARITY_REACH_PERCENTILE, farther than MIN_INK_CONTRAST, and at least
     POLARITY_MARGIN times as far as on the other side. That reads dark ink on paper that is itself darker
     than mid-grey once made grey (a photo in dim light, red, dark-blue or kraft paper), where the border's
-    median alone is dark. Where neither side is so clearly the ink (a tight crop, whose
-    strokes the border cuts), the border's median decides: light paper, dark ink.
+    median alone is dark. Where neither side is so clearly the ink (a tight crop, whose strokes the border
+    cuts), the border's median decides: light paper, dark ink.
     """
     border = _histogram(_border(gray))
     border_low, border_high = (_ranked_level(border, round((border.sum() - 1) * share / 100))
@@ -694,8 +694,8 @@ def _with_shadows(ink: np.ndarray, paper: np.ndarray) -> np.ndarray:
     contact = np.bincount(_border(regions), minlength=count + 1)  # the border pixels each region holds
     area = np.bincount(regions.ravel(), minlength=count + 1)
     low, high = SHADOW_SHARE
-    shadows = (~strokes & (peaks >= SHADOW_MIN_DEPTH * contrast) & (contact >= SHADOW_MIN_CONTACT * _border(regions).size)
-               & (area >= low * regions.size) & (area <= high * regions.size))
+    shadows = (~strokes & (peaks >= SHADOW_MIN_DEPTH * contrast) & (area >= low * regions.size)
+               & (area <= high * regions.size) & (contact >= SHADOW_MIN_CONTACT * _border(regions).size))
     if not shadows[1:].any():
         return paper
     lift[strokes[regions]] = 0.0

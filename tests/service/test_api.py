@@ -75,8 +75,9 @@ def test_a_persons_upload_dark_ink_on_white_jpeg(client, subset_data):
 
 @pytest.mark.parametrize("photo", ["sheet-on-a-desk", "cropped-tight", "in-a-shadow", "on-dark-paper"])
 def test_person_like_photos_are_read(client, subset_data, photo):
-    """Before, the desk and a shadow's edge were read as ink, a tight crop of a bold digit was refused as
-    no_ink (422), and paper darker than mid-grey was read as the ink (4 of these 20 right)."""
+    """Before, the desk and a shadow's edge were read as ink (one of these shadows was refused as no_ink,
+    422), a tight crop of a bold digit was refused as no_ink, and paper darker than mid-grey was read as the
+    ink (4 of these 20 right)."""
     rng = np.random.default_rng(0)
     correct = 0
     for turn, index in enumerate(range(0, len(subset_data.y_test), len(subset_data.y_test) // 20)):
