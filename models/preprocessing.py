@@ -7,8 +7,8 @@ brought into MNIST's range and then straightened; the service first turns an upl
 28x28 digit with ``normalize_digit``. Keeping all of it here, next to the image size and label set, is
 what stops training and serving preprocessing from drifting apart.
 
-NumPy and Pillow, and SciPy for the regions and the hull of a sheet photographed on a desk: no I/O, and
-nothing of ours is imported.
+NumPy and Pillow, and SciPy for the regions and the hull of a sheet photographed on a desk and the grey
+opening that finds a shadow: no I/O, and nothing of ours is imported.
 """
 
 from __future__ import annotations
@@ -335,8 +335,7 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
         return gray.copy()
 
     # 1-2. Working size and polarity: ink is bright from here on.
-    work = _only_the_sheet(_reduce_to_working_size(gray))
-    ink = 255 - work if _ink_is_dark(work) else work  # uint8
+    ink = _bright_ink(gray)
 
     # 3. Background removal.
     residual = np.clip(ink.astype(np.float32) - _estimate_background(ink), 0.0, 255.0)
@@ -372,6 +371,13 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
 
     # 7-8. Fit into the 20x20 box and centre by mass.
     return _place_by_centre_of_mass(_fit_into_box(crop))
+
+
+def _bright_ink(gray: np.ndarray) -> np.ndarray:
+    """Steps 1-2 of ``normalize_digit``: ``gray`` at working size, any desk under a sheet painted over, and
+    turned so that the ink is bright: uint8."""
+    work = _only_the_sheet(_reduce_to_working_size(gray))
+    return 255 - work if _ink_is_dark(work) else work
 
 
 def _ruled_lines(strength: np.ndarray, core: np.ndarray) -> np.ndarray:
@@ -535,11 +541,9 @@ def _ink_is_dark(gray: np.ndarray) -> bool:
     median alone is dark. Where neither side is so clearly the ink (a tight crop, whose strokes the border
     cuts), the border's median decides: light paper, dark ink.
     """
-    border = _histogram(_border(gray))
-    border_low, border_high = (_ranked_level(border, round((border.sum() - 1) * share / 100))
-                               for share in BORDER_RANGE_PERCENTILES)
-    picture, last = _histogram(gray), gray.size - 1
-    low, high = (_ranked_level(picture, round(last * share / 100))
+    border, picture = _histogram(_border(gray)), _histogram(gray)
+    border_low, border_high = (_percentile_level(border, share) for share in BORDER_RANGE_PERCENTILES)
+    low, high = (_percentile_level(picture, share)
                  for share in (POLARITY_REACH_PERCENTILE, 100.0 - POLARITY_REACH_PERCENTILE))
     darker, lighter = float(border_low - low), float(high - border_high)
     if max(darker, lighter) >= max(MIN_INK_CONTRAST, POLARITY_MARGIN * min(darker, lighter)):
@@ -615,6 +619,11 @@ def _pixel_to_pixel_spread(levels: np.ndarray) -> float:
     return 1.4826 * float(np.median(differences)) / math.sqrt(2.0)
 
 
+def _percentile_level(histogram: np.ndarray, percent: float) -> int:
+    """The grey level ``percent`` of the way up the levels counted in ``histogram`` (the nearest rank)."""
+    return _ranked_level(histogram, round((int(histogram.sum()) - 1) * percent / 100))
+
+
 def _ranked_level(histogram: np.ndarray, rank: int) -> int:
     """The value of the element at 0-based ``rank`` in sorted order, read off a histogram of the values."""
     return int(np.searchsorted(np.cumsum(histogram), rank, side="right"))
@@ -667,13 +676,10 @@ def _with_shadows(ink: np.ndarray, paper: np.ndarray) -> np.ndarray:
     SHADOW_MIN_DEPTH somewhere, the blocks' estimate stands as it is (light falling off gently across a
     page; a tight crop's blurred loops, which leave paper only in the corners).
     """
-    # Imported here, not with the module: the load-test image imports this module for its constants and has
-    # no SciPy (the service loads it at start: service.imaging).
-    from scipy import ndimage
+    from scipy import ndimage  # here, not with the module: see _only_the_sheet
 
     # The ink's contrast: how far its brightest part (INK_CONTRAST_PERCENTILE) stands above the lightest paper.
-    rank = round((ink.size - 1) * INK_CONTRAST_PERCENTILE / 100)
-    contrast = _ranked_level(_histogram(ink), rank) - float(paper.min())
+    contrast = _percentile_level(_histogram(ink), INK_CONTRAST_PERCENTILE) - float(paper.min())
     # A shadow is broad: it is looked for on the picture box-averaged down to about SHADOW_WORKING_SIDE.
     factor = max(1, min(ink.shape) // SHADOW_WORKING_SIDE)
     small_ink = np.asarray(Image.fromarray(ink).reduce(factor), dtype=np.float32)
@@ -691,11 +697,12 @@ def _with_shadows(ink: np.ndarray, paper: np.ndarray) -> np.ndarray:
     peaks = np.zeros(count + 1, np.float32)
     np.maximum.at(peaks, regions.ravel(), lift.ravel())  # by label; 0 is no region
     strokes = peaks > SHADOW_DEPTH * contrast
-    contact = np.bincount(_border(regions), minlength=count + 1)  # the border pixels each region holds
+    edge = _border(regions)
+    contact = np.bincount(edge, minlength=count + 1)  # the border pixels each region holds
     area = np.bincount(regions.ravel(), minlength=count + 1)
     low, high = SHADOW_SHARE
     shadows = (~strokes & (peaks >= SHADOW_MIN_DEPTH * contrast) & (area >= low * regions.size)
-               & (area <= high * regions.size) & (contact >= SHADOW_MIN_CONTACT * _border(regions).size))
+               & (area <= high * regions.size) & (contact >= SHADOW_MIN_CONTACT * edge.size))
     if not shadows[1:].any():
         return paper
     lift[strokes[regions]] = 0.0

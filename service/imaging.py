@@ -37,8 +37,8 @@ import math
 import re
 
 import numpy as np
-import scipy.ndimage  # noqa: F401  normalize_digit imports it on a first photo of a sheet on a desk: load it now
-import scipy.spatial  # noqa: F401  with the service, so that photo does not wait for it
+import scipy.ndimage  # noqa: F401  normalize_digit imports these on a first photo (a shadow's opening, a sheet
+import scipy.spatial  # noqa: F401  on a desk): load them with the service, so that photo does not wait for them
 from PIL import Image, ImageChops, ImageOps
 
 from models.preprocessing import WORKING_SIZE, NoInkError, normalize_digit

@@ -34,8 +34,7 @@ def render_as_upload(digit28: np.ndarray, rng: np.random.Generator) -> bytes:
     if digit.shape != (28, 28):
         raise ValueError(f"render_as_upload needs a (28, 28) digit, got shape {digit.shape}.")
     side = 28 * UPLOAD_SCALE
-    big = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
-    ink = np.asarray(big, dtype=np.float32) / 255.0  # (112, 112), 1 where the pen was
+    ink = ink_at(digit, side)  # (112, 112), 1 where the pen was
 
     width, height = UPLOAD_CANVAS
     strength = np.zeros((height, width), dtype=np.float32)
@@ -54,6 +53,11 @@ def render_as_upload(digit28: np.ndarray, rng: np.random.Generator) -> bytes:
     page = page + rng.normal(0.0, 6.0, size=page.shape)
     rgb = np.repeat(np.clip(np.rint(page), 0, 255).astype(np.uint8)[..., np.newaxis], 3, axis=2)
     return encode(rgb, "JPEG", quality=UPLOAD_JPEG_QUALITY)
+
+
+def ink_at(digit: np.ndarray, side: int) -> np.ndarray:
+    """The uint8 digit blown up (bicubic) to ``side`` x ``side`` as ink strengths: float32, 1 where the pen was."""
+    return np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0
 
 
 def written_with(digit: np.ndarray, pen: int) -> np.ndarray:
@@ -86,7 +90,7 @@ def on_a_desk(digit: np.ndarray, layout: str, angle: float, rng: np.random.Gener
                        np.float32) / 255.0
     page = rng.uniform(40.0, 140.0) * (1.0 - sheet) + rng.uniform(200.0, 245.0) * sheet
     side = 90
-    ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0
+    ink = ink_at(digit, side)
     row, col = top + (sheet_h - side) // 2, left + (sheet_w - side) // 2
     page[row : row + side, col : col + side] *= 1.0 - 0.8 * ink
     page *= 1.0 - 0.2 * np.linspace(0.0, 1.0, width)[np.newaxis, :]
@@ -101,7 +105,7 @@ def in_a_shadow(digit: np.ndarray, edge: float, rng: np.random.Generator) -> byt
     height, width = 240, 320
     page = np.full((height, width), rng.uniform(200.0, 245.0))
     side = 100
-    ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0
+    ink = ink_at(digit, side)
     top, left = int(rng.integers(10, height - side - 10)), int(rng.integers(10, width - side - 10))
     page[top : top + side, left : left + side] *= 1.0 - 0.8 * ink
     angle = rng.uniform(0.0, 2.0 * np.pi)
@@ -119,7 +123,7 @@ def on_coloured_paper(digit: np.ndarray, paper: str, rng: np.random.Generator) -
     """A photo (260x200, RGB JPEG) of the MNIST digit in black ink on paper of one of PAPER_COLOURS, each
     darker than mid-grey once made grey: white paper in dim light, red, dark blue or brown kraft paper."""
     height, width, side = 200, 260, 90
-    ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0
+    ink = ink_at(digit, side)
     page = np.ones((height, width, 3)) * np.array(PAPER_COLOURS[paper]) * rng.uniform(0.85, 1.1)
     top, left = int(rng.integers(5, height - side - 5)), int(rng.integers(5, width - side - 5))
     page[top : top + side, left : left + side] *= (1.0 - 0.85 * ink)[..., np.newaxis]

@@ -30,10 +30,9 @@ from models.preprocessing import (
 )
 from models.preprocessing import (  # the guards, asked directly
     _background_by_blocks,
+    _bright_ink,
     _estimate_background,
-    _ink_is_dark,
     _only_the_sheet,
-    _reduce_to_working_size,
 )
 from tests.uploads import (
     PAPER_COLOURS,
@@ -372,12 +371,6 @@ def test_a_soft_shadow_across_the_page_is_not_read_as_ink(mnist_digits):
     assert (correlations > 0.6).sum() >= 26 and np.median(correlations) > 0.95, f"{np.round(correlations, 2)}"
 
 
-def ink_of(gray: np.ndarray) -> np.ndarray:
-    """The picture as normalize_digit has it when it estimates the paper: working size, bright ink."""
-    work = _only_the_sheet(_reduce_to_working_size(gray))
-    return 255 - work if _ink_is_dark(work) else work
-
-
 @pytest.mark.parametrize("picture", ["light-falling-off", "photo", "pad-marker"])
 def test_pictures_without_a_shadow_keep_the_blocks_paper(mnist_digits, picture):
     """The shadow step changes nothing where there is no shadow: not light falling off across a page, not a
@@ -391,7 +384,7 @@ def test_pictures_without_a_shadow_keep_the_blocks_paper(mnist_digits, picture):
             gray = decode_gray(render_as_upload(images[index], rng))
         else:
             gray = drawn_on_a_pad(images[index], pen=3)
-        ink = ink_of(gray)
+        ink = _bright_ink(gray)  # as normalize_digit has it when it estimates the paper
         np.testing.assert_array_equal(_estimate_background(ink), _background_by_blocks(ink), err_msg=f"digit {index}")
 
 
