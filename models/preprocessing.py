@@ -101,10 +101,16 @@ BACKGROUND_PERCENTILE = 10  # the darkest tenth of a block is paper, even next t
 CORE_INK_PERCENTILE = 90  # this percentile of the ink's core is full-strength ink (255)
 # Ruled and squared paper: thin bands of rows (or columns) inked across RULED_COVERAGE of the image are
 # printed lines when there are at least two and the rest of the core ink spans at most RULED_WRITING_SPAN
-# of that side (lines run on past the writing; a digit's own bars do not); see _ruled_lines.
+# of that side (lines run on past the writing; a digit's own bars do not); one alone (a notebook's margin,
+# a scan's edge) when, besides, the writing keeps RULED_GAP of the side clear of it; see _ruled_lines.
 RULED_COVERAGE = 0.8
 RULED_MAX_THICKNESS = 0.02  # of the side across the lines, and at least 3 pixels
 RULED_WRITING_SPAN = 0.75
+RULED_GAP = 0.03  # of the side across the line, and at least 2 pixels
+# A box drawn round the writing (a form's cell): four bands at the edges of the ink's bounding box, as thick
+# as a pen's line may be (BOX_MAX_THICKNESS of the side across them), the writing RULED_GAP clear of each;
+# see _box_round.
+BOX_MAX_THICKNESS = 0.06
 
 
 class NoInkError(ValueError):
@@ -314,7 +320,9 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
        levels in between keep their anti-aliased grey.
        Printed lines are then dropped: at least two thin bands of rows (or columns) inked across 80 %
        of the picture, beside writing that spans at most 75 % of it, or three with nothing else written
-       (ruled and squared paper).
+       (ruled and squared paper), or one alone with the writing to one side of it (a notebook's margin);
+       strokes written across a line are bridged. Then a box drawn round the writing (three or four
+       sides along the edges of what is left, clear of the writing: a form's cell) is dropped too.
     6. Crop to the bounding box of the core ink.
     7. Resize (Lanczos) so the longer side is DIGIT_BOX (20) pixels, keeping the aspect ratio, and
        stretch so the brightest pixel is 255.
@@ -357,16 +365,21 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
     noise_floor = min(noise_floor, 0.5 * full_ink)
     strength = np.clip((residual - noise_floor) / max(full_ink - noise_floor, 1.0), 0.0, 1.0)
 
-    # 5b. The printed lines of ruled or squared paper are not ink.
-    lines = _ruled_lines(strength, core)
-    if lines.any():
-        strength[lines] = 0.0
-        core &= ~lines
+    # 5b. Lines that are not the digit: the printed lines of ruled or squared paper, then a box drawn
+    # round what is left.
+    rows, cols = _ruled_lines(strength, core)
+    if rows.any() or cols.any():
+        _erase_lines(strength, core, rows, cols)
         if not core.any():
             raise NoInkError("The image holds no ink: only the paper's printed lines stand out.")
+    top, bottom, left, right = _bounding_box(core)
+    inside = (slice(top, bottom + 1), slice(left, right + 1))  # views: erased in place
+    rows, cols = _box_round(strength[inside], core[inside])
+    if rows.any() or cols.any():
+        _erase_lines(strength[inside], core[inside], rows, cols)
+        top, bottom, left, right = _bounding_box(core)
 
     # 6. Crop to the core ink.
-    top, bottom, left, right = _bounding_box(core)
     crop = strength[top : bottom + 1, left : right + 1]
 
     # 7-8. Fit into the 20x20 box and centre by mass.
@@ -380,52 +393,128 @@ def _bright_ink(gray: np.ndarray) -> np.ndarray:
     return 255 - work if _ink_is_dark(work) else work
 
 
-def _ruled_lines(strength: np.ndarray, core: np.ndarray) -> np.ndarray:
-    """A mask of the printed lines of ruled or squared paper in ``strength`` (all False if none).
+def _ruled_lines(strength: np.ndarray, core: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows and the columns of ``strength`` that are printed lines of ruled or squared paper: two
+    boolean masks, all False where there are none.
 
     A line is a thin band of rows (or columns) inked across RULED_COVERAGE of the picture; a band and the
     row or column on either side of it (a photo's blur, JPEG's ringing) are the line. Rows are lines when
     there are at least two such bands and the core ink left once every line is gone (``core`` less the
     lines: the writing) spans at most RULED_WRITING_SPAN of the width, since lines run on past the writing
-    and a digit's own bars do not. With no writing left, it takes three bands: a blank page of lines, not
-    the four sides of a square 0. Columns the same way."""
+    and a digit's own bars do not. One band alone (a notebook's margin, the edge of a scan) is a line
+    when, besides, the writing lies to one side of it, RULED_GAP clear: a digit's own bar (a 7's, a 1's
+    foot) joins the rest of the digit. With no writing left, it takes three bands: a blank page of lines,
+    not the four sides of a square 0. Columns the same way."""
     inked = strength > 0.0
     (rows, row_bands), (cols, col_bands) = _line_bands(inked), _line_bands(inked.T)
     writing = core & ~(rows[:, None] | cols[None, :])
     if writing.any():
         top, bottom, left, right = _bounding_box(writing)
-        width_span, height_span = right - left + 1, bottom - top + 1
+        vertical, horizontal = (top, bottom), (left, right)  # the writing's extent
     else:
-        width_span = height_span = None
-    if not _printed(row_bands, width_span, inked.shape[1]):
+        vertical = horizontal = None
+    if not _printed(row_bands, vertical, horizontal, inked.shape):
         rows[:] = False
-    if not _printed(col_bands, height_span, inked.shape[0]):
+    if not _printed(col_bands, horizontal, vertical, inked.shape[::-1]):
         cols[:] = False
-    return rows[:, None] | cols[None, :]
+    return rows, cols
 
 
-def _printed(bands: int, writing_span: int | None, side: int) -> bool:
-    """Whether ``bands`` line bands are printed lines, given how far the writing (None: none) runs along
-    them on a side of ``side`` pixels."""
-    if bands < 2:
+def _box_round(strength: np.ndarray, core: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows and the columns of the sides of a box drawn round the writing (a form's cell), in
+    ``strength`` cropped to its ink: two boolean masks, all False where there is none.
+
+    A side is a band (as in ``_ruled_lines``, up to BOX_MAX_THICKNESS thick) along an edge of the crop. It
+    takes three sides or four (a photo may cut the fourth off), and the core ink within them (the writing)
+    keeping RULED_GAP of the box's side clear of each. A digit's own straight strokes join the rest of it;
+    a square 0 drawn alone leaves no writing."""
+    height, width = strength.shape
+    rows, cols = np.zeros(height, dtype=bool), np.zeros(width, dtype=bool)
+    edges = (strength[0], strength[-1], strength[:, 0], strength[:, -1])
+    if sum((edge > 0.0).mean() >= RULED_COVERAGE for edge in edges) < 3:  # most crops: no box, at a glance
+        return rows, cols
+    inked = strength > 0.0
+    top, bottom = _edge_bands(inked, BOX_MAX_THICKNESS)
+    left, right = _edge_bands(inked.T, BOX_MAX_THICKNESS)
+    if sum(side is not None for side in (top, bottom, left, right)) < 3:
+        return rows, cols
+    for mask, first, last in ((rows, top, bottom), (cols, left, right)):
+        if first is not None:
+            mask[: first[1] + 1] = True  # as _line_bands widens them
+        if last is not None:
+            mask[last[0] - 1 :] = True
+    writing = core & ~(rows[:, None] | cols[None, :])
+    if not writing.any():
+        return np.zeros_like(rows), np.zeros_like(cols)
+    up, down, start, end = _bounding_box(writing)
+    row_gap, col_gap = max(2, round(RULED_GAP * height)), max(2, round(RULED_GAP * width))
+    clear = ((top is None or up > top[1] + row_gap) and (bottom is None or down < bottom[0] - 1 - row_gap)
+             and (left is None or start > left[1] + col_gap) and (right is None or end < right[0] - 1 - col_gap))
+    return (rows, cols) if clear else (np.zeros_like(rows), np.zeros_like(cols))
+
+
+def _edge_bands(inked: np.ndarray, thickness: float) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """The bands of ``inked`` (see ``_line_bands``) along its first row and along its last, (start, stop)
+    each or None."""
+    _, bands = _line_bands(inked, thickness)
+    first = bands[0] if bands and bands[0][0] == 0 else None
+    last = bands[-1] if bands and bands[-1][1] == inked.shape[0] and bands[-1] != first else None
+    return first, last
+
+
+def _erase_lines(strength: np.ndarray, core: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
+    """Erase the line ``rows`` and ``cols`` (boolean masks) from ``strength`` and ``core`` in place."""
+    _erase_rows(strength, core, rows)
+    _erase_rows(strength.T, core.T, cols)
+
+
+def _erase_rows(strength: np.ndarray, core: np.ndarray, rows: np.ndarray) -> None:
+    """Erase the line ``rows`` (a boolean mask) from ``strength`` and ``core`` in place, bridging the
+    strokes that cross a line: where there is ink on both sides of it, the line's rows take the fainter
+    of the two sides' ink, so a digit written across ruled paper is not cut into pieces."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], rows.astype(np.int8), [0]])))
+    for start, stop in zip(edges[::2], edges[1::2]):
+        if start == 0 or stop == len(rows):  # at the picture's edge: nothing beyond it to bridge to
+            strength[start:stop] = 0.0
+            core[start:stop] = False
+        else:
+            strength[start:stop] = np.minimum(strength[start - 1], strength[stop])
+            core[start:stop] = core[start - 1] & core[stop]
+
+
+def _printed(
+    bands: list[tuple[int, int]],
+    writing_across: tuple[int, int] | None,
+    writing_along: tuple[int, int] | None,
+    shape: tuple[int, int],
+) -> bool:
+    """Whether the line ``bands`` (start and stop across them) are printed lines, given where the writing
+    (None: none) lies across them and how far it runs along them, in a picture of ``shape`` (across, along)."""
+    if not bands or writing_along is None:
+        return len(bands) >= 3
+    if writing_along[1] - writing_along[0] + 1 > RULED_WRITING_SPAN * shape[1]:
         return False
-    if writing_span is None:
-        return bands >= 3
-    return writing_span <= RULED_WRITING_SPAN * side
+    if len(bands) >= 2:
+        return True
+    (start, stop), (first, last) = bands[0], writing_across
+    gap = max(2, round(RULED_GAP * shape[0]))
+    return last < start - 1 - gap or first > stop + gap
 
 
-def _line_bands(inked: np.ndarray) -> tuple[np.ndarray, int]:
-    """The rows of ``inked`` in thin bands inked across RULED_COVERAGE of its width, each widened by a row
-    on either side, and how many bands there are."""
+def _line_bands(
+    inked: np.ndarray, thickness: float = RULED_MAX_THICKNESS
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The rows of ``inked`` in bands at most ``thickness`` of its height thick (and up to 3 rows) inked
+    across RULED_COVERAGE of its width, each widened by a row on either side, and the bands (start, stop)."""
     height = inked.shape[0]
     across = inked.mean(axis=1) >= RULED_COVERAGE
     edges = np.flatnonzero(np.diff(np.concatenate([[0], across.astype(np.int8), [0]])))
-    bands = [(start, stop) for start, stop in zip(edges[::2], edges[1::2])
-             if stop - start <= max(3, round(RULED_MAX_THICKNESS * height))]
+    bands = [(int(start), int(stop)) for start, stop in zip(edges[::2], edges[1::2])
+             if stop - start <= max(3, round(thickness * height))]
     rows = np.zeros(height, dtype=bool)
     for start, stop in bands:
         rows[max(0, start - 1) : stop + 1] = True
-    return rows, len(bands)
+    return rows, bands
 
 
 def _only_the_sheet(gray: np.ndarray) -> np.ndarray:

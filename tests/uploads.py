@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 UPLOAD_CANVAS = (200, 160)  # (width, height) of the rendered "photo"
 UPLOAD_SCALE = 4  # the 28x28 digit becomes 112x112 on the canvas
@@ -128,4 +128,38 @@ def on_coloured_paper(digit: np.ndarray, paper: str, rng: np.random.Generator) -
     top, left = int(rng.integers(5, height - side - 5)), int(rng.integers(5, width - side - 5))
     page[top : top + side, left : left + side] *= (1.0 - 0.85 * ink)[..., np.newaxis]
     page += rng.normal(0.0, 3.0, page.shape)
+    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
+
+
+def on_a_notebook_page(digit: np.ndarray, rng: np.random.Generator, margin: bool = True) -> bytes:
+    """A photo (260x200, RGB JPEG) of the MNIST digit written in dark-blue ink across the light-blue ruled
+    lines of a notebook page (every 26-32 px), right of its red margin line (or with no margin)."""
+    height, width, side = 200, 260, 90
+    ink = ink_at(digit, side)
+    page = np.ones((height, width, 3)) * 245.0
+    spacing = int(rng.integers(26, 33))
+    for row in range(int(rng.integers(0, spacing)), height, spacing):
+        page[row : row + 2] = (150, 180, 230)
+    left_limit = 5
+    if margin:
+        page[:, 30:32] = (230, 120, 120)
+        left_limit = 45
+    top, left = int(rng.integers(5, height - side - 5)), int(rng.integers(left_limit, width - side - 5))
+    window = page[top : top + side, left : left + side]
+    page[top : top + side, left : left + side] = window * (1.0 - ink[..., None]) + np.array([25, 25, 60]) * ink[..., None]
+    page += rng.normal(0.0, 3.0, page.shape)
+    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
+
+
+def in_a_box(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A photo (280x220, JPEG) of the MNIST digit (80 px) in a box drawn round it in the same ink, 2-3 px
+    wide and 8-24 px clear of it, as a form's cell holds a digit."""
+    height, width, side = 220, 280, 80
+    box = Image.fromarray(np.zeros((height, width), np.uint8))
+    top, left = int(rng.integers(35, height - side - 35)), int(rng.integers(35, width - side - 35))
+    pen, clear = int(rng.integers(2, 4)), int(rng.integers(8, 25))
+    ImageDraw.Draw(box).rectangle([left - clear, top - clear, left + side + clear, top + side + clear], outline=255, width=pen)
+    strength = np.asarray(box, np.float32) / 255.0
+    strength[top : top + side, left : left + side] = np.maximum(strength[top : top + side, left : left + side], ink_at(digit, side))
+    page = 235.0 - 200.0 * strength + rng.normal(0.0, 3.0, strength.shape)
     return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
