@@ -107,9 +107,9 @@ RULED_COVERAGE = 0.8
 RULED_MAX_THICKNESS = 0.02  # of the side across the lines, and at least 3 pixels
 RULED_WRITING_SPAN = 0.75
 RULED_GAP = 0.03  # of the side across the line, and at least 2 pixels
-# A box drawn round the writing (a form's cell): four bands at the edges of the ink's bounding box, as thick
-# as a pen's line may be (BOX_MAX_THICKNESS of the side across them), the writing RULED_GAP clear of each;
-# see _box_round.
+# A box drawn round the writing (a form's cell): bands at three or four edges of the ink's bounding box, as
+# thick as a pen's line may be (BOX_MAX_THICKNESS of the side across them), the writing RULED_GAP clear of
+# each; see _box_round.
 BOX_MAX_THICKNESS = 0.06
 
 

@@ -145,8 +145,8 @@ def on_a_notebook_page(digit: np.ndarray, rng: np.random.Generator, margin: bool
         page[:, 30:32] = (230, 120, 120)
         left_limit = 45
     top, left = int(rng.integers(5, height - side - 5)), int(rng.integers(left_limit, width - side - 5))
-    window = page[top : top + side, left : left + side]
-    page[top : top + side, left : left + side] = window * (1.0 - ink[..., None]) + np.array([25, 25, 60]) * ink[..., None]
+    window = page[top : top + side, left : left + side]  # a view: written on in place
+    window[:] = window * (1.0 - ink[..., None]) + np.array([25, 25, 60]) * ink[..., None]
     page += rng.normal(0.0, 3.0, page.shape)
     return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
 
@@ -158,8 +158,10 @@ def in_a_box(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     box = Image.fromarray(np.zeros((height, width), np.uint8))
     top, left = int(rng.integers(35, height - side - 35)), int(rng.integers(35, width - side - 35))
     pen, clear = int(rng.integers(2, 4)), int(rng.integers(8, 25))
-    ImageDraw.Draw(box).rectangle([left - clear, top - clear, left + side + clear, top + side + clear], outline=255, width=pen)
-    strength = np.asarray(box, np.float32) / 255.0
-    strength[top : top + side, left : left + side] = np.maximum(strength[top : top + side, left : left + side], ink_at(digit, side))
+    corners = [left - clear, top - clear, left + side + clear, top + side + clear]
+    ImageDraw.Draw(box).rectangle(corners, outline=255, width=pen)
+    strength = np.asarray(box, np.float32) / 255.0  # a copy: written on below
+    window = strength[top : top + side, left : left + side]
+    window[:] = np.maximum(window, ink_at(digit, side))
     page = 235.0 - 200.0 * strength + rng.normal(0.0, 3.0, strength.shape)
     return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)

@@ -39,9 +39,9 @@ from tests.uploads import (
     cropped_tight,
     encode,
     in_a_box,
-    on_a_notebook_page,
     in_a_shadow,
     on_a_desk,
+    on_a_notebook_page,
     on_coloured_paper,
     render_as_upload,
     written_with,
@@ -252,35 +252,32 @@ def test_a_blank_ruled_page_has_no_ink():
         normalize_digit(on_printed_paper(np.zeros((28, 28), np.uint8), "ruled"))
 
 
+def read_back(images: np.ndarray, render) -> list[float]:
+    """How each of 40 MNIST digits (every 125th), rendered by ``render(digit, rng)`` and normalised,
+    correlates with the same digit normalised as MNIST has it."""
+    rng = np.random.default_rng(0)
+    return [correlation(normalize_digit(decode_gray(render(images[i], rng))), normalize_digit(images[i]))
+            for i in range(0, len(images), 125)]
+
+
 def test_a_notebooks_margin_and_ruled_lines_are_not_ink(mnist_digits):
     """Before, the margin line (one line alone, which the ruled paper's test left as ink) was kept with the
-    digit: mean correlation 0.20 over these 40 pages, and 26 of 200 such photos read right."""
-    images, _ = mnist_digits
-    rng = np.random.default_rng(0)
-    correlations = [correlation(normalize_digit(decode_gray(on_a_notebook_page(images[i], rng))), normalize_digit(images[i]))
-                    for i in range(0, 5000, 125)]
+    digit, which shrank beside it: mean correlation 0.20 over these 40 pages."""
+    correlations = read_back(mnist_digits[0], on_a_notebook_page)
     assert np.mean(correlations) > 0.85, f"mean correlation {np.mean(correlations):.3f}"
 
 
 def test_strokes_written_across_ruled_lines_are_bridged(mnist_digits):
     """Erasing a line used to cut every stroke that crossed it (mean correlation 0.835 over these pages);
     where there is ink on both sides, the stroke is carried across now."""
-    images, _ = mnist_digits
-    rng = np.random.default_rng(0)
-    correlations = [
-        correlation(normalize_digit(decode_gray(on_a_notebook_page(images[i], rng, margin=False))), normalize_digit(images[i]))
-        for i in range(0, 5000, 125)
-    ]
+    correlations = read_back(mnist_digits[0], lambda digit, rng: on_a_notebook_page(digit, rng, margin=False))
     assert np.mean(correlations) > 0.87, f"mean correlation {np.mean(correlations):.3f}"
 
 
 def test_a_box_drawn_round_the_digit_is_not_ink(mnist_digits):
-    """Before, the box was cropped with the digit, which shrank inside it (mean correlation 0.17 over these
-    40 pictures; 72 of 200 such photos read right)."""
-    images, _ = mnist_digits
-    rng = np.random.default_rng(1)
-    correlations = [correlation(normalize_digit(decode_gray(in_a_box(images[i], rng))), normalize_digit(images[i]))
-                    for i in range(0, 5000, 125)]
+    """Before, the box was cropped with the digit, which shrank inside it: mean correlation 0.17 over these
+    40 pictures."""
+    correlations = read_back(mnist_digits[0], in_a_box)
     assert np.mean(correlations) > 0.85, f"mean correlation {np.mean(correlations):.3f}"
 
 
