@@ -109,8 +109,10 @@ RULED_WRITING_SPAN = 0.75
 RULED_GAP = 0.03  # of the side across the line, and at least 2 pixels
 # A box drawn round the writing (a form's cell): bands at three or four edges of the ink's bounding box, as
 # thick as a pen's line may be (BOX_MAX_THICKNESS of the side across them), the writing RULED_GAP clear of
-# each; see _box_round.
+# each; a line drawn under it: the bottom band alone, UNDERLINE_GAP clear of the writing and running on past
+# both its ends by as much of the width; see _box_or_underline.
 BOX_MAX_THICKNESS = 0.06
+UNDERLINE_GAP = 0.06
 
 
 class NoInkError(ValueError):
@@ -322,7 +324,8 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
        of the picture, beside writing that spans at most 75 % of it, or three with nothing else written
        (ruled and squared paper), or one alone with the writing to one side of it (a notebook's margin);
        strokes written across a line are bridged. Then a box drawn round the writing (three or four
-       sides along the edges of what is left, clear of the writing: a form's cell) is dropped too.
+       sides along the edges of what is left, clear of the writing: a form's cell) or a line drawn
+       under it (clear of it, and longer) is dropped too.
     6. Crop to the bounding box of the core ink.
     7. Resize (Lanczos) so the longer side is DIGIT_BOX (20) pixels, keeping the aspect ratio, and
        stretch so the brightest pixel is 255.
@@ -366,7 +369,7 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
     strength = np.clip((residual - noise_floor) / max(full_ink - noise_floor, 1.0), 0.0, 1.0)
 
     # 5b. Lines that are not the digit: the printed lines of ruled or squared paper, then a box drawn
-    # round what is left.
+    # round what is left or a line drawn under it.
     rows, cols = _ruled_lines(strength, core)
     if rows.any() or cols.any():
         _erase_lines(strength, core, rows, cols)
@@ -374,7 +377,7 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
             raise NoInkError("The image holds no ink: only the paper's printed lines stand out.")
     top, bottom, left, right = _bounding_box(core)
     inside = (slice(top, bottom + 1), slice(left, right + 1))  # views: erased in place
-    rows, cols = _box_round(strength[inside], core[inside])
+    rows, cols = _box_or_underline(strength[inside], core[inside])
     if rows.any() or cols.any():
         _erase_lines(strength[inside], core[inside], rows, cols)
         top, bottom, left, right = _bounding_box(core)
@@ -420,24 +423,32 @@ def _ruled_lines(strength: np.ndarray, core: np.ndarray) -> tuple[np.ndarray, np
     return rows, cols
 
 
-def _box_round(strength: np.ndarray, core: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rows and the columns of the sides of a box drawn round the writing (a form's cell), in
-    ``strength`` cropped to its ink: two boolean masks, all False where there is none.
+def _box_or_underline(strength: np.ndarray, core: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows and the columns of the sides of a box drawn round the writing (a form's cell), or of a line
+    drawn under it, in ``strength`` cropped to its ink: two boolean masks, all False where there is none.
 
-    A side is a band (as in ``_ruled_lines``, up to BOX_MAX_THICKNESS thick) along an edge of the crop. It
-    takes three sides or four (a photo may cut the fourth off), and the core ink within them (the writing)
-    keeping RULED_GAP of the box's side clear of each. A digit's own straight strokes join the rest of it;
-    a square 0 drawn alone leaves no writing."""
+    A side is a band (as in ``_ruled_lines``, up to BOX_MAX_THICKNESS thick) along an edge of the crop. A
+    box takes three sides or four (a photo may cut the fourth off), with the core ink within them (the
+    writing) RULED_GAP of the box's side clear of each. A line under the writing, the bottom side alone,
+    must be UNDERLINE_GAP clear of it and run on past both its ends by as much: a stroke that broke off the
+    bottom of a small 2, 3 or 5 drawn with a thin pen does not. A digit's own straight strokes join the rest
+    of it; a square 0 drawn alone leaves no writing."""
     height, width = strength.shape
     rows, cols = np.zeros(height, dtype=bool), np.zeros(width, dtype=bool)
-    edges = (strength[0], strength[-1], strength[:, 0], strength[:, -1])
-    if sum((edge > 0.0).mean() >= RULED_COVERAGE for edge in edges) < 3:  # most crops: no box, at a glance
-        return rows, cols
+    if (strength[-1] > 0.0).mean() < RULED_COVERAGE:  # most crops: no box, no line under, at a glance
+        edges = (strength[0], strength[:, 0], strength[:, -1])
+        if sum((edge > 0.0).mean() >= RULED_COVERAGE for edge in edges) < 3:
+            return rows, cols
     inked = strength > 0.0
     top, bottom = _edge_bands(inked, BOX_MAX_THICKNESS)
     left, right = _edge_bands(inked.T, BOX_MAX_THICKNESS)
     if sum(side is not None for side in (top, bottom, left, right)) < 3:
-        return rows, cols
+        if bottom is None:
+            return rows, cols
+        top = left = right = None  # a line under the writing, further clear of it
+        gap = UNDERLINE_GAP
+    else:
+        gap = RULED_GAP
     for mask, first, last in ((rows, top, bottom), (cols, left, right)):
         if first is not None:
             mask[: first[1] + 1] = True  # as _line_bands widens them
@@ -447,9 +458,12 @@ def _box_round(strength: np.ndarray, core: np.ndarray) -> tuple[np.ndarray, np.n
     if not writing.any():
         return np.zeros_like(rows), np.zeros_like(cols)
     up, down, start, end = _bounding_box(writing)
-    row_gap, col_gap = max(2, round(RULED_GAP * height)), max(2, round(RULED_GAP * width))
+    row_gap, col_gap = max(2, round(gap * height)), max(2, round(gap * width))
     clear = ((top is None or up > top[1] + row_gap) and (bottom is None or down < bottom[0] - 1 - row_gap)
              and (left is None or start > left[1] + col_gap) and (right is None or end < right[0] - 1 - col_gap))
+    if clear and gap == UNDERLINE_GAP:  # a line under the writing runs on past both its ends; a stroke that
+        under = np.flatnonzero(inked[bottom[0] : bottom[1]].any(axis=0))  # broke off the digit does not
+        clear = under[0] < start - col_gap and under[-1] > end + col_gap
     return (rows, cols) if clear else (np.zeros_like(rows), np.zeros_like(cols))
 
 

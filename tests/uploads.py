@@ -165,3 +165,18 @@ def in_a_box(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     window[:] = np.maximum(window, ink_at(digit, side))
     page = 235.0 - 200.0 * strength + rng.normal(0.0, 3.0, strength.shape)
     return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
+
+
+def underlined(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A photo (280x220, JPEG) of the MNIST digit (80 px) with a line drawn under it in the same ink, 2-3
+    px wide and 4-10 px below its box, as a 6 or a 9 is underlined to tell it from the other."""
+    height, width, side = 220, 280, 80
+    line = Image.fromarray(np.zeros((height, width), np.uint8))
+    top, left = int(rng.integers(10, height - side - 20)), int(rng.integers(10, width - side - 10))
+    below = top + side + int(rng.integers(4, 11))
+    ImageDraw.Draw(line).line([left, below, left + side, below], fill=255, width=int(rng.integers(2, 4)))
+    strength = np.asarray(line, np.float32) / 255.0  # a copy: written on below
+    window = strength[top : top + side, left : left + side]
+    window[:] = np.maximum(window, ink_at(digit, side))
+    page = 235.0 - 200.0 * strength + rng.normal(0.0, 3.0, strength.shape)
+    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
