@@ -99,6 +99,11 @@ MIN_BLOCK = 4
 BACKGROUND_PERCENTILE = 10  # the darkest tenth of a block is paper, even next to a stroke
 
 CORE_INK_PERCENTILE = 90  # this percentile of the ink's core is full-strength ink (255)
+# Light falling off steeply towards the edges (see _without_faint_edges): when pieces of the core peaking
+# under FAINT_EDGE of the brightest piece clear of the border hold FAINT_EDGE_CONTACT of the border between
+# them, every piece that faint is paper.
+FAINT_EDGE = 0.5
+FAINT_EDGE_CONTACT = 0.15
 # Ruled and squared paper: thin bands of rows (or columns) inked across RULED_COVERAGE of the image are
 # printed lines when there are at least two and the rest of the core ink spans at most RULED_WRITING_SPAN
 # of that side (lines run on past the writing; a digit's own bars do not); one alone (a notebook's margin,
@@ -317,9 +322,10 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
        picture's median pixel or, for a digit cropped so tight that its ink covers most of the picture,
        the median of the border (``_has_ink``).
     5. Threshold: Otsu's threshold splits the ink's core from paper; core pixels with fewer than two
-       core neighbours are noise and dropped. Grey levels at or below the paper's noise floor (its
-       mean plus three standard deviations) go to zero; the core's 90th percentile becomes full ink;
-       levels in between keep their anti-aliased grey.
+       core neighbours are noise and dropped, and so is paper framing the picture that light falling off
+       steeply to the corners left behind (``_without_faint_edges``). Grey levels at or below the
+       paper's noise floor (its mean plus three standard deviations) go to zero; the core's 90th
+       percentile becomes full ink; levels in between keep their anti-aliased grey.
        Printed lines are then dropped: at least two thin bands of rows (or columns) inked across 80 %
        of the picture, beside writing that spans at most 75 % of it, or three with nothing else written
        (ruled and squared paper), or one alone with the writing to one side of it (a notebook's margin);
@@ -359,7 +365,7 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
         )
 
     # 5. Threshold, keeping anti-aliased grey levels.
-    core = _without_specks(levels >= _otsu_threshold(levels))
+    core = _without_faint_edges(_without_specks(levels >= _otsu_threshold(levels)), levels)
     if not core.any():
         raise NoInkError("The image holds no ink: only isolated specks stand out from the background.")
     paper = residual[~core]
@@ -668,6 +674,33 @@ def _without_specks(mask: np.ndarray) -> np.ndarray:
         if (dy, dx) != (1, 1)
     )
     return mask & (neighbours >= 2)
+
+
+def _without_faint_edges(core: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """``core`` less the paper that the background estimate fell short of where light falls off steeply
+    towards the picture's edges (a flash's, a lamp's). Where pieces peaking under FAINT_EDGE of the
+    brightest piece clear of the border hold FAINT_EDGE_CONTACT of the border between them, the picture is
+    framed in such paper, and every piece that faint goes (the frame breaks up into pieces away from the
+    border too). A digit cropped so tight that it touches the border is ink at full strength; a faint
+    stroke of a digit touches little of the border, and the picture's pieces then stay as they are."""
+    if _border(core).mean() < FAINT_EDGE_CONTACT:  # most pictures: too little core on the border, at a glance
+        return core
+    from scipy import ndimage  # here, not with the module: see _only_the_sheet
+
+    pieces, count = ndimage.label(core, structure=np.ones((3, 3)))
+    peaks = np.asarray(ndimage.maximum(levels, pieces, np.arange(count + 1)))  # by piece; 0 is the paper
+    edge = _border(pieces)
+    touching = np.zeros(count + 1, dtype=bool)
+    touching[edge] = True
+    inside = ~touching
+    inside[0] = touching[0] = False
+    if not inside.any():
+        return core
+    faint = peaks < FAINT_EDGE * peaks[inside].max()
+    faint[0] = False
+    if faint[edge].mean() < FAINT_EDGE_CONTACT:
+        return core
+    return core & ~faint[pieces]
 
 
 def _has_ink(levels: np.ndarray) -> bool:

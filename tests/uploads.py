@@ -180,3 +180,16 @@ def underlined(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     window[:] = np.maximum(window, ink_at(digit, side))
     page = 235.0 - 200.0 * strength + rng.normal(0.0, 3.0, strength.shape)
     return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
+
+
+def under_a_flash(digit: np.ndarray, rng: np.random.Generator, falloff: float = 0.55) -> bytes:
+    """A photo (260x200, JPEG) of the MNIST digit lit by a phone's flash: bright in the middle, the light
+    falling off with the square of the distance from it to ``falloff`` darker in the corners."""
+    height, width, side = 200, 260, 90
+    page = np.full((height, width), 235.0)
+    top, left = int(rng.integers(5, height - side - 5)), int(rng.integers(5, width - side - 5))
+    page[top : top + side, left : left + side] -= 200.0 * ink_at(digit, side)
+    rows, cols = np.mgrid[0:height, 0:width]
+    distance = ((rows - height / 2) / (height / 2)) ** 2 + ((cols - width / 2) / (width / 2)) ** 2  # 2 at a corner
+    page = page * (1.0 - falloff * distance / 2.0) + rng.normal(0.0, 3.0, page.shape)
+    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)

@@ -24,6 +24,7 @@ from tests.uploads import (
     on_a_desk,
     on_a_notebook_page,
     on_coloured_paper,
+    under_a_flash,
     underlined,
     written_with,
 )
@@ -88,14 +89,15 @@ def test_a_persons_upload_dark_ink_on_white_jpeg(client, subset_data):
     "photo",
     [
         "sheet-on-a-desk", "cropped-tight", "in-a-shadow", "on-dark-paper", "on-a-notebook-page", "in-a-box",
-        "underlined",
+        "underlined", "under-a-flash",
     ],
 )
 def test_person_like_photos_are_read(client, subset_data, photo):
     """Before, the desk and a shadow's edge were read as ink (one of these shadows was refused as no_ink,
     422), a tight crop of a bold digit was refused as no_ink, paper darker than mid-grey was read as the
-    ink (4 of these 20 right), and a notebook's margin line, a box round the digit and a line under it were
-    cropped with it (2, 6 and 6 of these 20 right; 20, 19 and 19 now)."""
+    ink (4 of these 20 right), and a notebook's margin line, a box round the digit, a line under it and
+    corners darkened by a flash were cropped with it (2, 6, 6 and 14 of these 20 right; 20, 19, 19 and 19
+    now)."""
     rng = np.random.default_rng(0)
     correct = 0
     for turn, index in enumerate(range(0, len(subset_data.y_test), len(subset_data.y_test) // 20)):
@@ -112,6 +114,8 @@ def test_person_like_photos_are_read(client, subset_data, photo):
             data = in_a_box(digit, rng)
         elif photo == "underlined":
             data = underlined(digit, rng)
+        elif photo == "under-a-flash":
+            data = under_a_flash(digit, rng)
         else:
             data = on_coloured_paper(digit, sorted(PAPER_COLOURS)[turn % len(PAPER_COLOURS)], rng)
         response = client.post("/classify", files=upload(data, "photo.jpg", "image/jpeg"))
