@@ -440,21 +440,21 @@ def _box_or_underline(strength: np.ndarray, core: np.ndarray) -> tuple[np.ndarra
     bottom of a small 2, 3 or 5 drawn with a thin pen does not. A digit's own straight strokes join the rest
     of it; a square 0 drawn alone leaves no writing."""
     height, width = strength.shape
-    rows, cols = np.zeros(height, dtype=bool), np.zeros(width, dtype=bool)
+    nothing = np.zeros(height, dtype=bool), np.zeros(width, dtype=bool)
     if (strength[-1] > 0.0).mean() < RULED_COVERAGE:  # most crops: no box, no line under, at a glance
         edges = (strength[0], strength[:, 0], strength[:, -1])
         if sum((edge > 0.0).mean() >= RULED_COVERAGE for edge in edges) < 3:
-            return rows, cols
+            return nothing
     inked = strength > 0.0
     top, bottom = _edge_bands(inked, BOX_MAX_THICKNESS)
     left, right = _edge_bands(inked.T, BOX_MAX_THICKNESS)
-    if sum(side is not None for side in (top, bottom, left, right)) < 3:
+    underline = sum(side is not None for side in (top, bottom, left, right)) < 3
+    if underline:
         if bottom is None:
-            return rows, cols
+            return nothing
         top = left = right = None  # a line under the writing, further clear of it
-        gap = UNDERLINE_GAP
-    else:
-        gap = RULED_GAP
+    gap = UNDERLINE_GAP if underline else RULED_GAP
+    rows, cols = np.zeros(height, dtype=bool), np.zeros(width, dtype=bool)
     for mask, first, last in ((rows, top, bottom), (cols, left, right)):
         if first is not None:
             mask[: first[1] + 1] = True  # as _line_bands widens them
@@ -462,15 +462,18 @@ def _box_or_underline(strength: np.ndarray, core: np.ndarray) -> tuple[np.ndarra
             mask[last[0] - 1 :] = True
     writing = core & ~(rows[:, None] | cols[None, :])
     if not writing.any():
-        return np.zeros_like(rows), np.zeros_like(cols)
+        return nothing
     up, down, start, end = _bounding_box(writing)
     row_gap, col_gap = max(2, round(gap * height)), max(2, round(gap * width))
-    clear = ((top is None or up > top[1] + row_gap) and (bottom is None or down < bottom[0] - 1 - row_gap)
-             and (left is None or start > left[1] + col_gap) and (right is None or end < right[0] - 1 - col_gap))
-    if clear and gap == UNDERLINE_GAP:  # a line under the writing runs on past both its ends; a stroke that
-        under = np.flatnonzero(inked[bottom[0] : bottom[1]].any(axis=0))  # broke off the digit does not
-        clear = under[0] < start - col_gap and under[-1] > end + col_gap
-    return (rows, cols) if clear else (np.zeros_like(rows), np.zeros_like(cols))
+    sides = ((top, (up, down), row_gap), (bottom, (up, down), row_gap),
+             (left, (start, end), col_gap), (right, (start, end), col_gap))
+    if not all(_clear_of(band, extent, clearance) for band, extent, clearance in sides if band is not None):
+        return nothing
+    if underline:  # a line under the writing runs on past both its ends; a stroke that broke off it does not
+        under = np.flatnonzero(inked[bottom[0] : bottom[1]].any(axis=0))
+        if not (under[0] < start - col_gap and under[-1] > end + col_gap):
+            return nothing
+    return rows, cols
 
 
 def _edge_bands(inked: np.ndarray, thickness: float) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
@@ -514,10 +517,13 @@ def _printed(
         return len(bands) >= 3
     if writing_along[1] - writing_along[0] + 1 > RULED_WRITING_SPAN * shape[1]:
         return False
-    if len(bands) >= 2:
-        return True
-    (start, stop), (first, last) = bands[0], writing_across
-    gap = max(2, round(RULED_GAP * shape[0]))
+    return len(bands) >= 2 or _clear_of(bands[0], writing_across, max(2, round(RULED_GAP * shape[0])))
+
+
+def _clear_of(band: tuple[int, int], extent: tuple[int, int], gap: int) -> bool:
+    """Whether the writing's ``extent`` (first and last row across a band) keeps ``gap`` rows clear of the
+    ``band`` (start, stop) as ``_line_bands`` widens it, on one side or the other."""
+    (start, stop), (first, last) = band, extent
     return last < start - 1 - gap or first > stop + gap
 
 
@@ -688,7 +694,7 @@ def _without_faint_edges(core: np.ndarray, levels: np.ndarray) -> np.ndarray:
     from scipy import ndimage  # here, not with the module: see _only_the_sheet
 
     pieces, count = ndimage.label(core, structure=np.ones((3, 3)))
-    peaks = np.asarray(ndimage.maximum(levels, pieces, np.arange(count + 1)))  # by piece; 0 is the paper
+    peaks = _peaks(levels, pieces, count)
     edge = _border(pieces)
     touching = np.zeros(count + 1, dtype=bool)
     touching[edge] = True
@@ -701,6 +707,14 @@ def _without_faint_edges(core: np.ndarray, levels: np.ndarray) -> np.ndarray:
     if faint[edge].mean() < FAINT_EDGE_CONTACT:
         return core
     return core & ~faint[pieces]
+
+
+def _peaks(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """The largest of ``values`` under each of the ``count`` labels of ``labels`` (SciPy's ``label``),
+    indexed by label: 0 is what no label holds."""
+    from scipy import ndimage
+
+    return np.asarray(ndimage.maximum(values, labels, np.arange(count + 1)))
 
 
 def _has_ink(levels: np.ndarray) -> bool:
@@ -830,8 +844,7 @@ def _with_shadows(ink: np.ndarray, paper: np.ndarray) -> np.ndarray:
     regions, count = ndimage.label(lift > SHADOW_FLOOR * contrast)
     if count == 0:
         return paper
-    peaks = np.zeros(count + 1, np.float32)
-    np.maximum.at(peaks, regions.ravel(), lift.ravel())  # by label; 0 is no region
+    peaks = _peaks(lift, regions, count)
     strokes = peaks > SHADOW_DEPTH * contrast
     edge = _border(regions)
     contact = np.bincount(edge, minlength=count + 1)  # the border pixels each region holds

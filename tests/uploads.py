@@ -55,6 +55,12 @@ def render_as_upload(digit28: np.ndarray, rng: np.random.Generator) -> bytes:
     return encode(rgb, "JPEG", quality=UPLOAD_JPEG_QUALITY)
 
 
+def as_photo(page: np.ndarray) -> bytes:
+    """A float page of grey levels (2-D) or colours (3-D), rounded into 0-255 and saved as the JPEG
+    (quality 85) a phone would save."""
+    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
+
+
 def ink_at(digit: np.ndarray, side: int) -> np.ndarray:
     """The uint8 digit blown up (bicubic) to ``side`` x ``side`` as ink strengths: float32, 1 where the pen was."""
     return np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0
@@ -95,7 +101,7 @@ def on_a_desk(digit: np.ndarray, layout: str, angle: float, rng: np.random.Gener
     page[row : row + side, col : col + side] *= 1.0 - 0.8 * ink
     page *= 1.0 - 0.2 * np.linspace(0.0, 1.0, width)[np.newaxis, :]
     page += rng.normal(0.0, 3.0, page.shape)
-    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
+    return as_photo(page)
 
 
 def in_a_shadow(digit: np.ndarray, edge: float, rng: np.random.Generator) -> bytes:
@@ -113,7 +119,7 @@ def in_a_shadow(digit: np.ndarray, edge: float, rng: np.random.Generator) -> byt
     across = np.cos(angle) * (cols - width / 2) + np.sin(angle) * (rows - height / 2) + rng.uniform(-60.0, 60.0)
     page *= 1.0 - rng.uniform(0.3, 0.5) / (1.0 + np.exp(-across / edge))
     page += rng.normal(0.0, 4.0, page.shape)
-    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
+    return as_photo(page)
 
 
 PAPER_COLOURS = {"dim-white": (95, 95, 95), "red": (210, 50, 50), "dark-blue": (40, 70, 170), "kraft": (160, 120, 80)}
@@ -128,7 +134,7 @@ def on_coloured_paper(digit: np.ndarray, paper: str, rng: np.random.Generator) -
     top, left = int(rng.integers(5, height - side - 5)), int(rng.integers(5, width - side - 5))
     page[top : top + side, left : left + side] *= (1.0 - 0.85 * ink)[..., np.newaxis]
     page += rng.normal(0.0, 3.0, page.shape)
-    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
+    return as_photo(page)
 
 
 def on_a_notebook_page(digit: np.ndarray, rng: np.random.Generator, margin: bool = True) -> bytes:
@@ -148,7 +154,7 @@ def on_a_notebook_page(digit: np.ndarray, rng: np.random.Generator, margin: bool
     window = page[top : top + side, left : left + side]  # a view: written on in place
     window[:] = window * (1.0 - ink[..., None]) + np.array([25, 25, 60]) * ink[..., None]
     page += rng.normal(0.0, 3.0, page.shape)
-    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
+    return as_photo(page)
 
 
 def in_a_box(digit: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -160,11 +166,7 @@ def in_a_box(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     pen, clear = int(rng.integers(2, 4)), int(rng.integers(8, 25))
     corners = [left - clear, top - clear, left + side + clear, top + side + clear]
     ImageDraw.Draw(box).rectangle(corners, outline=255, width=pen)
-    strength = np.asarray(box, np.float32) / 255.0  # a copy: written on below
-    window = strength[top : top + side, left : left + side]
-    window[:] = np.maximum(window, ink_at(digit, side))
-    page = 235.0 - 200.0 * strength + rng.normal(0.0, 3.0, strength.shape)
-    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
+    return with_a_mark(digit, box, top, left, side, rng)
 
 
 def underlined(digit: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -175,11 +177,18 @@ def underlined(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     top, left = int(rng.integers(10, height - side - 20)), int(rng.integers(10, width - side - 10))
     below = top + side + int(rng.integers(4, 11))
     ImageDraw.Draw(line).line([left, below, left + side, below], fill=255, width=int(rng.integers(2, 4)))
-    strength = np.asarray(line, np.float32) / 255.0  # a copy: written on below
+    return with_a_mark(digit, line, top, left, side, rng)
+
+
+def with_a_mark(
+    digit: np.ndarray, mark: Image.Image, top: int, left: int, side: int, rng: np.random.Generator
+) -> bytes:
+    """A photo (JPEG) of ``mark`` (mode L, 255 where the pen went) and the MNIST digit blown up to ``side``
+    px at (``top``, ``left``), both in dark ink on light paper."""
+    strength = np.asarray(mark, np.float32) / 255.0  # a copy: written on below
     window = strength[top : top + side, left : left + side]
     window[:] = np.maximum(window, ink_at(digit, side))
-    page = 235.0 - 200.0 * strength + rng.normal(0.0, 3.0, strength.shape)
-    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
+    return as_photo(235.0 - 200.0 * strength + rng.normal(0.0, 3.0, strength.shape))
 
 
 def under_a_flash(digit: np.ndarray, rng: np.random.Generator, falloff: float = 0.55) -> bytes:
@@ -192,4 +201,4 @@ def under_a_flash(digit: np.ndarray, rng: np.random.Generator, falloff: float = 
     rows, cols = np.mgrid[0:height, 0:width]
     distance = ((rows - height / 2) / (height / 2)) ** 2 + ((cols - width / 2) / (width / 2)) ** 2  # 2 at a corner
     page = page * (1.0 - falloff * distance / 2.0) + rng.normal(0.0, 3.0, page.shape)
-    return encode(np.clip(np.rint(page), 0, 255).astype(np.uint8), "JPEG", quality=85)
+    return as_photo(page)
