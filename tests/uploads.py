@@ -202,3 +202,18 @@ def under_a_flash(digit: np.ndarray, rng: np.random.Generator, falloff: float = 
     distance = ((rows - height / 2) / (height / 2)) ** 2 + ((cols - width / 2) / (width / 2)) ** 2  # 2 at a corner
     page = page * (1.0 - falloff * distance / 2.0) + rng.normal(0.0, 3.0, page.shape)
     return as_photo(page)
+
+
+def blown_up(digit: np.ndarray, rng: np.random.Generator, resample: Image.Resampling = Image.Resampling.NEAREST,
+             thumbnail: tuple[int, int] = (8, 12)) -> bytes:
+    """A thumbnail of the MNIST digit (``thumbnail`` px, dark ink on light) blown up with ``resample`` to
+    50-150 px, by a factor that need not be whole, off-centre on a white page: PNG or JPEG (quality 90).
+    NEAREST gives the visible blocks of a zoomed thumbnail; the same ``rng`` state with BILINEAR gives the
+    same picture drawn smoothly."""
+    cells = int(rng.integers(thumbnail[0], thumbnail[1] + 1))
+    small = Image.fromarray(255 - digit).resize((cells, cells), Image.Resampling.BOX)
+    side = int(rng.integers(50, 151))
+    page = np.full((side + int(rng.integers(10, 80)), side + int(rng.integers(10, 80))), 255, np.uint8)
+    top, left = int(rng.integers(0, page.shape[0] - side + 1)), int(rng.integers(0, page.shape[1] - side + 1))
+    page[top : top + side, left : left + side] = np.asarray(small.resize((side, side), resample))
+    return encode(page, "PNG") if rng.random() < 0.5 else encode(page, "JPEG", quality=90)

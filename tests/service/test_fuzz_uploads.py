@@ -95,3 +95,33 @@ def test_damaged_uploads_through_the_service_are_4xx_or_200(service_client, data
     body = response.json()
     assert set(body) == ({"digit", "confidence", "probabilities", "model"} if response.status_code == 200
                          else {"error", "reason"})
+
+
+@st.composite
+def blown_up_grids(draw) -> bytes:
+    """A grid of random cells (levels, a few of them or noise, any shape) blown up by nearest neighbour by any
+    factor, maybe with noise and a border of paper, as PNG or JPEG: the inputs that get redrawn smoothly."""
+    rows, cols = draw(st.integers(1, 24)), draw(st.integers(1, 24))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    levels = draw(st.sampled_from(["any", "two", "few"]))
+    if levels == "any":
+        cells = rng.integers(0, 256, (rows, cols))
+    else:
+        cells = rng.choice([0, 255] if levels == "two" else [0, 60, 200, 255], (rows, cols))
+    height, width = draw(st.integers(1, 300)), draw(st.integers(1, 300))
+    picture = np.asarray(Image.fromarray(cells.astype(np.uint8)).resize((width, height), Image.Resampling.NEAREST))
+    noise = draw(st.sampled_from([0.0, 1.0, 4.0]))
+    picture = np.clip(picture + rng.normal(0.0, noise, picture.shape), 0, 255).astype(np.uint8)
+    border = draw(st.integers(0, 40))
+    picture = np.pad(picture, border, constant_values=draw(st.sampled_from([0, 255])))
+    buffer = io.BytesIO()
+    fmt = draw(st.sampled_from(["PNG", "JPEG"]))
+    Image.fromarray(picture).save(buffer, format=fmt, **({"quality": draw(st.integers(30, 95))} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+@settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(blown_up_grids())
+def test_pictures_blown_up_with_blocks_are_an_input_error_or_a_digit(data):
+    check_upload(data)
