@@ -303,7 +303,7 @@ def test_a_line_drawn_under_the_digit_is_not_ink(mnist_digits):
 def test_a_thumbnail_blown_up_with_blocks_is_read_as_if_drawn_smoothly(mnist_digits):
     """A thumbnail of 7-9 px zoomed by nearest neighbour arrives as blocks, whose edges were taken for strokes:
     mean correlation with the same thumbnail blown up smoothly 0.88 over these 40 pictures before, 0.99 now
-    (500 MNIST thumbnails of 7-8 px read right by a default network: 393 blown up with blocks before, 438 now,
+    (500 MNIST thumbnails of 7-8 px read right by a default network: 393 blown up with blocks before, 439 now,
     443 blown up smoothly)."""
     images, _ = mnist_digits
     correlations = []

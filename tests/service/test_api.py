@@ -99,7 +99,7 @@ def test_person_like_photos_are_read(client, subset_data, photo):
     ink (4 of these 20 right), and a notebook's margin line, a box round the digit, a line under it and
     corners darkened by a flash were cropped with it (2, 6, 6 and 14 of these 20 right; 20, 19, 19 and 19
     now). A thumbnail blown up with blocks reads 18 of 20 with this small model either way; what smoothing
-    the blocks changes is shown in test_preprocessing, and with the default network (393 -> 438 of 500)."""
+    the blocks changes is shown in test_preprocessing, and with the default network (393 -> 439 of 500)."""
     rng = np.random.default_rng(0)
     correct = 0
     for turn, index in enumerate(range(0, len(subset_data.y_test), len(subset_data.y_test) // 20)):
