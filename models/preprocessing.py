@@ -106,6 +106,9 @@ BLOCK_RESIDUAL = 0.05
 BLOCK_PERIOD_STEP = 1.005  # the lattice's period is sought on this geometric grid, then fitted
 BLOCK_FLOOR = 0.05  # changes under this share of the strongest one are a JPEG's ringing or noise
 BLOCK_EDGE_WIDTH = 3  # px: a block's edge changes level within this many columns (rows), even in a JPEG
+# At most this many sharp changes along a side: a digit spanning more cells is under a third of a pixel a cell
+# once it is 20 px tall, where blocks do not show (and a hostile picture cannot make the search costly).
+BLOCK_MAX_EDGES = 64
 
 # The background is estimated per block; a block is this fraction of the shorter side (at least 4 px),
 # big enough that a pen stroke cannot fill it.
@@ -853,7 +856,9 @@ def _block_lattice(change: np.ndarray) -> tuple[float, float] | None:
     starts = np.flatnonzero(np.diff(marked, prepend=-2) > 1)  # where each run of marked indices starts
     weights = np.add.reduceat(change[marked], starts)
     sharp = np.diff(starts, append=len(marked)) <= BLOCK_EDGE_WIDTH
-    if sharp.sum() < BLOCK_MIN_CELLS + 1 or weights[sharp].sum() < BLOCK_ON_LATTICE * weights.sum():
+    if not BLOCK_MIN_CELLS + 1 <= sharp.sum() <= BLOCK_MAX_EDGES:
+        return None
+    if weights[sharp].sum() < BLOCK_ON_LATTICE * weights.sum():
         return None  # the levels ramp over several pixels: strokes' anti-aliased edges, a smooth picture
     centres = (np.add.reduceat(change[marked] * marked, starts) / weights)[sharp]  # each run's weighted centre
     weights = weights[sharp]

@@ -332,11 +332,14 @@ def test_the_cells_of_a_blown_up_picture_are_interpolated_smoothly():
 
 
 @pytest.mark.parametrize(
-    "picture", ["smooth-blow-up", "photo", "canvas", "thin-pencil", "bold-tight-crop", "square-zero"]
+    "picture",
+    ["smooth-blow-up", "photo", "canvas", "thin-pencil", "bold-tight-crop", "square-zero", "doubled-screenshot"],
 )
 def test_pictures_that_are_not_blown_up_are_left_alone(mnist_digits, picture):
-    """Only a blow-up is redrawn: smooth pictures, photos' noise, anti-aliased and aliased strokes at any
-    angle, and a few straight strokes are handed on as the very array they came as."""
+    """Only a small picture's blow-up is redrawn: smooth pictures, photos' noise, anti-aliased and aliased
+    strokes at any angle, and a few straight strokes are handed on as the very array they came as, and so is
+    a large picture doubled (a high-density screen's screenshot), whose digit spans too many cells (over
+    BLOCK_MAX_EDGES) for its blocks to show at 20 px."""
     images, _ = mnist_digits
     rng = np.random.default_rng(1)
     for digit in images[::500]:
@@ -351,6 +354,9 @@ def test_pictures_that_are_not_blown_up_are_left_alone(mnist_digits, picture):
             data = encode(np.where(strokes, 0, 255).astype(np.uint8), "PNG")
         elif picture == "bold-tight-crop":
             data = cropped_tight(written_with(digit, 2), margin=0, scale=5, blur=0.0)
+        elif picture == "doubled-screenshot":
+            screen = Image.fromarray(255 - digit).resize((200, 200), Image.Resampling.BICUBIC)
+            data = encode(screen.resize((400, 400), Image.Resampling.NEAREST), "PNG")
         else:  # a 0 drawn as a square with a one-bit pen
             page = np.full((90, 80), 255, np.uint8)
             page[10:80, 10:70] = 0
