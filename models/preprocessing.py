@@ -857,7 +857,7 @@ def _block_lattice(change: np.ndarray) -> tuple[float, float] | None:
     weights = np.add.reduceat(change[marked], starts)
     sharp = np.diff(starts, append=len(marked)) <= BLOCK_EDGE_WIDTH
     if not BLOCK_MIN_CELLS + 1 <= sharp.sum() <= BLOCK_MAX_EDGES:
-        return None
+        return None  # too few boundaries to make out a lattice, or cells too many to show at 20 px
     if weights[sharp].sum() < BLOCK_ON_LATTICE * weights.sum():
         return None  # the levels ramp over several pixels: strokes' anti-aliased edges, a smooth picture
     centres = (np.add.reduceat(change[marked] * marked, starts) / weights)[sharp]  # each run's weighted centre
