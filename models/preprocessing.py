@@ -61,12 +61,16 @@ POLARITY_MARGIN = 2.0
 # A shadow over part of the page (see _with_shadows): the paper is also followed with a grey opening by a
 # square this share of the shorter side. Where the opening lifts the blocks' paper by more than SHADOW_FLOOR
 # of the ink's contrast, a region starts; a region lifted anywhere by more than SHADOW_DEPTH of it is a bold
-# stroke (a shadow darkens paper by less than ink does). The picture holds a shadow when another region
-# holds at least SHADOW_MIN_CONTACT of the border, covers a share of the picture within SHADOW_SHARE and is
-# lifted somewhere by at least SHADOW_MIN_DEPTH.
+# stroke (a shadow darkens paper by less than ink does), and so is one where the picture stands more than
+# SHADOW_FLAT of it above the opening over half its area (a shadow is paper, flat under the square; a bold
+# stroke that a tight crop runs along the edge rises from its blurred rim, where the opening sits, to full
+# ink at its core). The picture holds a shadow when another region holds at least SHADOW_MIN_CONTACT of the
+# border, covers a share of the picture within SHADOW_SHARE and is lifted somewhere by at least
+# SHADOW_MIN_DEPTH.
 SHADOW_SQUARE = 0.5
 SHADOW_FLOOR = 0.05
 SHADOW_DEPTH = 0.5
+SHADOW_FLAT = 0.15
 SHADOW_MIN_CONTACT = 0.15
 SHADOW_MIN_DEPTH = 0.25
 SHADOW_SHARE = (0.25, 0.7)  # of the picture: a shadow covers at least the first and leaves lit paper
@@ -946,11 +950,14 @@ def _with_shadows(ink: np.ndarray, paper: np.ndarray) -> np.ndarray:
     shorter side, then the maximum of that) follows the edge instead: a shadow, wider than the square,
     keeps its shape, while strokes, narrower, go. Where it lifts the blocks' paper, it is taken region by
     region: a region lifted anywhere by more than SHADOW_DEPTH of the ink's contrast is ink that fills the
-    square (a bold digit cropped tight, paper showing only in its corners), not a shadow. A shadow falls in
-    from outside the picture, is broad, leaves some paper lit and is deep: unless another region holds
-    SHADOW_MIN_CONTACT of the border, covers a share of the picture within SHADOW_SHARE and is lifted by
-    SHADOW_MIN_DEPTH somewhere, the blocks' estimate stands as it is (light falling off gently across a
-    page; a tight crop's blurred loops, which leave paper only in the corners).
+    square (a bold digit cropped tight, paper showing only in its corners), not a shadow, and so is one over
+    half of which the picture rises more than SHADOW_FLAT of it above the opening (a bold stroke that a tight
+    crop runs along the edge: the opening sits at its blurred rim, its core is full ink; shadowed paper is
+    flat under the square, the digit's ink a small part of it). A shadow falls in from outside the picture,
+    is broad, leaves some paper lit and is deep: unless another region holds SHADOW_MIN_CONTACT of the
+    border, covers a share of the picture within SHADOW_SHARE and is lifted by SHADOW_MIN_DEPTH somewhere,
+    the blocks' estimate stands as it is (light falling off gently across a page; a tight crop's blurred
+    loops, which leave paper only in the corners).
     """
     from scipy import ndimage  # here, not with the module: see _only_the_sheet
 
@@ -966,12 +973,14 @@ def _with_shadows(ink: np.ndarray, paper: np.ndarray) -> np.ndarray:
     if (_border(small_ink) - _border(small_paper) > SHADOW_FLOOR * contrast).mean() < SHADOW_MIN_CONTACT:
         return paper
     side = max(3, round(SHADOW_SQUARE * min(small_ink.shape)))
-    lift = np.maximum(ndimage.grey_opening(small_ink, size=(side, side)) - small_paper, 0.0)
+    opening = ndimage.grey_opening(small_ink, size=(side, side))
+    lift = np.maximum(opening - small_paper, 0.0)
     regions, count = ndimage.label(lift > SHADOW_FLOOR * contrast)
     if count == 0:
         return paper
     peaks = _peaks(lift, regions, count)
-    strokes = peaks > SHADOW_DEPTH * contrast
+    rise = np.asarray(ndimage.median(small_ink - opening, regions, np.arange(count + 1)))
+    strokes = (peaks > SHADOW_DEPTH * contrast) | (rise > SHADOW_FLAT * contrast)
     edge = _border(regions)
     contact = np.bincount(edge, minlength=count + 1)  # the border pixels each region holds
     area = np.bincount(regions.ravel(), minlength=count + 1)

@@ -509,7 +509,7 @@ def test_a_soft_shadow_across_the_page_is_not_read_as_ink(mnist_digits):
 @pytest.mark.parametrize("picture", ["light-falling-off", "photo", "pad-marker"])
 def test_pictures_without_a_shadow_keep_the_blocks_paper(mnist_digits, picture):
     """The shadow step changes nothing where there is no shadow: not light falling off across a page, not a
-    photo, not a bold drawing on the pad. (A few tight crops of bold, blurred digits do change: README.)"""
+    photo, not a bold drawing on the pad. Nor a tight crop's bold strokes (the test below)."""
     images, _ = mnist_digits
     rng = np.random.default_rng(3)
     for index in range(0, len(images), 100):
@@ -521,6 +521,29 @@ def test_pictures_without_a_shadow_keep_the_blocks_paper(mnist_digits, picture):
             gray = drawn_on_a_pad(images[index], pen=3)
         ink = _bright_ink(gray)  # as normalize_digit has it when it estimates the paper
         np.testing.assert_array_equal(_estimate_background(ink), _background_by_blocks(ink), err_msg=f"digit {index}")
+
+
+def test_a_bold_stroke_along_the_edge_of_a_tight_crop_is_not_taken_for_a_shadow():
+    """Other writers' digits (the UCI set scikit-learn ships) blown up smoothly to fill the picture, as a crop
+    to the digit leaves them, run bold strokes along its edge: a 2's base, a 7's bar. The shadow step took 27
+    of these 257 for shadows and lifted the paper under such a stroke to its blurred rim's level, so that
+    the stroke thinned or broke; each digit cropped tight normalised with a mean correlation of 0.916 to
+    the same digit with paper round it (71 under 0.9). Now none is a shadow, and 0.946 (51)."""
+    from training.personlike import load_writer_digits
+
+    images, _ = load_writer_digits()
+    rng = np.random.default_rng(5)
+    correlations = []
+    for index in range(0, len(images), 7):
+        side = int(rng.integers(36, 151))
+        grid = Image.fromarray(images[index].astype(np.float32), mode="F")
+        ink = np.asarray(grid.resize((side, side), Image.Resampling.BILINEAR))
+        tight = (255 - np.clip(np.rint(255 * ink), 0, 255)).astype(np.uint8)
+        bright = _bright_ink(tight)
+        np.testing.assert_array_equal(_estimate_background(bright), _background_by_blocks(bright), f"digit {index}")
+        padded = np.pad(tight, side // 5, constant_values=255)
+        correlations.append(correlation(normalize_digit(tight), normalize_digit(padded)))
+    assert np.mean(correlations) > 0.93, f"mean correlation {np.mean(correlations):.3f}"
 
 
 @pytest.mark.parametrize("paper", sorted(PAPER_COLOURS))
