@@ -979,11 +979,12 @@ def _with_shadows(ink: np.ndarray, paper: np.ndarray) -> np.ndarray:
     if count == 0:
         return paper
     peaks = _peaks(lift, regions, count)
-    rise = np.asarray(ndimage.median(small_ink - opening, regions, np.arange(count + 1)))
-    strokes = (peaks > SHADOW_DEPTH * contrast) | (rise > SHADOW_FLAT * contrast)
+    area = np.bincount(regions.ravel(), minlength=count + 1)
+    risen = np.bincount(regions.ravel(), weights=(small_ink - opening > SHADOW_FLAT * contrast).ravel(),
+                        minlength=count + 1)  # the pixels of each region the picture rises well above
+    strokes = (peaks > SHADOW_DEPTH * contrast) | (risen > 0.5 * area)
     edge = _border(regions)
     contact = np.bincount(edge, minlength=count + 1)  # the border pixels each region holds
-    area = np.bincount(regions.ravel(), minlength=count + 1)
     low, high = SHADOW_SHARE
     shadows = (~strokes & (peaks >= SHADOW_MIN_DEPTH * contrast) & (area >= low * regions.size)
                & (area <= high * regions.size) & (contact >= SHADOW_MIN_CONTACT * edge.size))
