@@ -529,16 +529,14 @@ def test_a_bold_stroke_along_the_edge_of_a_tight_crop_is_not_taken_for_a_shadow(
     of these 257 for shadows and lifted the paper under such a stroke to its blurred rim's level, so that
     the stroke thinned or broke; each digit cropped tight normalised with a mean correlation of 0.916 to
     the same digit with paper round it (71 under 0.9). Now none is a shadow, and 0.946 (51)."""
-    from training.personlike import load_writer_digits
+    from training.personlike import _upscale, load_writer_digits
 
     images, _ = load_writer_digits()
     rng = np.random.default_rng(5)
     correlations = []
     for index in range(0, len(images), 7):
         side = int(rng.integers(36, 151))
-        grid = Image.fromarray(images[index].astype(np.float32), mode="F")
-        ink = np.asarray(grid.resize((side, side), Image.Resampling.BILINEAR))
-        tight = (255 - np.clip(np.rint(255 * ink), 0, 255)).astype(np.uint8)
+        tight = (255 - np.rint(255 * _upscale(images[index], (side, side), Image.Resampling.BILINEAR))).astype(np.uint8)
         bright = _bright_ink(tight)
         np.testing.assert_array_equal(_estimate_background(bright), _background_by_blocks(bright), f"digit {index}")
         padded = np.pad(tight, side // 5, constant_values=255)
