@@ -97,7 +97,8 @@ serve: install  ## train if no model is registered (within SERVE_FIT_BUDGET s of
 test: install system-deps v2-clients  ## the whole test suite
 	$(PY) -m pytest
 
-test-fast: install  ## tests that need no trained model and no server
+# The KServe manifest's schema check is fast but runs KServe's SDK, which lives in an environment of its own.
+test-fast: install $(KSERVE_VENV)/.installed-stamp  ## tests that need no trained model and no server
 	$(PY) -m pytest -m "not slow"
 
 bento: install  ## build a Bento with the service and the registered model
